@@ -1,0 +1,287 @@
+"""The command line: parse, call one function, render. No libvirt or SSH here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from labctl import __version__, host, images, lab, mounts
+from labctl.errors import LabctlError
+from labctl.spec import DEFAULT_CLUSTER_NODES, MAX_NODES, make_spec, validate_name
+from labctl.state import DEFAULT_STATE_DIR
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Throwaway Pacemaker test labs on one libvirt host.",
+)
+image_app = typer.Typer(no_args_is_help=True, help="Base images shared by all labs.")
+host_app = typer.Typer(no_args_is_help=True, help="The host labctl runs on.")
+app.add_typer(image_app, name="image")
+app.add_typer(host_app, name="host")
+
+out = Console()
+err = Console(stderr=True)
+_debug = False
+
+StateDir = Annotated[
+    Path,
+    typer.Option("--state-dir", envvar="LABCTL_STATE_DIR", help="Where labs and images are kept."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _fail(e: LabctlError) -> None:
+    if _debug:
+        raise e
+    err.print(f"[red]labctl: {e}[/red]", highlight=False, soft_wrap=True)
+    raise typer.Exit(e.exit_code)
+
+
+def _reporter() -> lab.Reporter:
+    return lab.Reporter(lambda m: err.print(f"[dim]·[/dim] {m}", highlight=False))
+
+
+def _status_table(s: lab.LabStatus) -> Table:
+    t = Table(title=f"lab {s.name} — {s.mode} mode, {s.backend}, {s.subnet} ({s.state})")
+    for col in ("node", "role", "address", "domain"):
+        t.add_column(col)
+    for n in s.nodes:
+        t.add_row(n.name, n.role, n.ip, n.domain)
+    return t
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    global _debug
+    _debug = debug
+    if version:
+        out.print(__version__)
+        raise typer.Exit(0)
+
+
+@app.command()
+def up(
+    nodes: Annotated[
+        int,
+        typer.Option(
+            "--nodes", "-n", help=f"Nodes (cluster mode) or remote/guest nodes (1-{MAX_NODES})."
+        ),
+    ] = 3,
+    name: Annotated[str, typer.Option("--name", help="Lab name: a host name label.")] = "lab",
+    mode: Annotated[str, typer.Option("--mode", help="cluster, remote or guest.")] = "cluster",
+    cluster_nodes: Annotated[
+        int | None,
+        typer.Option(
+            "--cluster-nodes",
+            help=f"Cluster nodes in remote/guest mode (default {DEFAULT_CLUSTER_NODES}).",
+        ),
+    ] = None,
+    backend: Annotated[str, typer.Option("--backend", help="lxc (containers) or vm.")] = "lxc",
+    network: Annotated[
+        str, typer.Option("--network", help="isolated (default) or nat.")
+    ] = "isolated",
+    image: Annotated[str, typer.Option("--image", help="Base image.")] = images.DEFAULT_IMAGE,
+    memory: Annotated[int, typer.Option("--memory", help="Memory per node, MiB.")] = 512,
+    vcpus: Annotated[int, typer.Option("--vcpus", help="vCPUs per node.")] = 1,
+    remote_port: Annotated[
+        int, typer.Option("--remote-port", help="pacemaker_remote port.")
+    ] = 3121,
+    mirror: Annotated[
+        str | None, typer.Option("--mirror", help="Debian mirror if the image must be built.")
+    ] = None,
+    keep_on_failure: Annotated[
+        bool, typer.Option("--keep-on-failure", help="Leave a failed lab for inspection.")
+    ] = False,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    as_json: AsJson = False,
+) -> None:
+    """Create a lab and wait until every node is ready."""
+    try:
+        spec = make_spec(
+            name,
+            nodes,
+            mode=mode,
+            cluster_nodes=cluster_nodes,
+            backend=backend,
+            network=network,
+            image=image,
+            memory_mib=memory,
+            vcpus=vcpus,
+            remote_port=remote_port,
+        )
+        s = lab.up(spec, state_dir, _reporter(), keep_on_failure=keep_on_failure, mirror=mirror)
+    except LabctlError as e:
+        _fail(e)
+        return
+    if as_json:
+        out.print_json(json.dumps(dataclasses.asdict(s)))
+    else:
+        out.print(_status_table(s))
+
+
+@app.command()
+def down(
+    name: Annotated[str | None, typer.Argument(help="Lab to remove.")] = None,
+    all_labs: Annotated[bool, typer.Option("--all", help="Remove every lab on this host.")] = False,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Remove a lab and everything it made; safe to run twice."""
+    try:
+        if all_labs == (name is not None):
+            raise LabctlError("give either a lab name or --all")
+        names = lab.list_labs(state_dir) if all_labs else [validate_name(name or "")]
+        for n in names:
+            r = lab.down(n, state_dir)
+            if r.anything:
+                out.print(
+                    f"lab {n}: removed {len(r.domains)} domain(s), "
+                    f"{'the network, ' if r.network else ''}{r.mounts} mount(s), "
+                    f"{'its directory' if r.directory else 'no directory'}"
+                )
+            else:
+                out.print(f"lab {n}: nothing left to remove")
+    except LabctlError as e:
+        _fail(e)
+
+
+@app.command()
+def status(
+    name: Annotated[str, typer.Argument(help="Lab name.")] = "lab",
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    as_json: AsJson = False,
+) -> None:
+    """What a lab has, and the state of each node."""
+    try:
+        s = lab.status(validate_name(name), state_dir)
+    except LabctlError as e:
+        _fail(e)
+        return
+    if as_json:
+        out.print_json(json.dumps(dataclasses.asdict(s)))
+        return
+    out.print(_status_table(s))
+    for note in s.notes:
+        out.print(f"[yellow]note:[/yellow] {note}")
+
+
+@app.command("list")
+def list_(state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False) -> None:
+    """Labs on this host."""
+    try:
+        labs = [lab.status(n, state_dir) for n in lab.list_labs(state_dir)]
+    except LabctlError as e:
+        _fail(e)
+        return
+    if as_json:
+        out.print_json(json.dumps([dataclasses.asdict(s) for s in labs]))
+        return
+    t = Table()
+    for col in ("lab", "state", "mode", "backend", "subnet", "nodes"):
+        t.add_column(col)
+    for s in labs:
+        running = sum(n.domain == "running" for n in s.nodes)
+        t.add_row(s.name, s.state, s.mode, s.backend, s.subnet, f"{running}/{len(s.nodes)} running")
+    out.print(t)
+
+
+@app.command()
+def ssh(
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    node: Annotated[str, typer.Argument(help="Node name.")],
+    command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --).")] = None,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Log in to a node as root, or run a command there, with the lab's key."""
+    try:
+        if command:
+            r = lab.run_on(validate_name(name), node, " ".join(command), state_dir)
+            sys.stdout.write(r.stdout)
+            sys.stderr.write(r.stderr)
+            raise typer.Exit(r.status)
+        argv = lab.ssh_command(validate_name(name), node, state_dir)
+    except LabctlError as e:
+        _fail(e)
+        return
+    os.execvp(argv[0], argv)
+
+
+@image_app.command("build")
+def image_build(
+    name: Annotated[str, typer.Argument(help="Image name.")] = images.DEFAULT_IMAGE,
+    mirror: Annotated[
+        str | None, typer.Option("--mirror", help="Debian mirror (default: the host's apt source).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if it exists.")] = False,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Build (or reuse) a base image."""
+    try:
+        img = images.build_image(
+            state_dir, name, mirror=mirror, progress=_reporter().emit, force=force
+        )
+    except LabctlError as e:
+        _fail(e)
+        return
+    out.print(f"image {img.name}: {img.dir} ({img.manifest['checksum'][:19]}…)")
+
+
+@image_app.command("list")
+def image_list(state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False) -> None:
+    """Built images."""
+    imgs = images.list_images(state_dir)
+    if as_json:
+        out.print_json(json.dumps([i.manifest for i in imgs]))
+        return
+    t = Table()
+    for col in ("image", "suite", "created", "layers (MiB)", "checksum"):
+        t.add_column(col)
+    for i in imgs:
+        m = i.manifest
+        layers = ", ".join(f"{k} {v['size_bytes'] >> 20}" for k, v in m["layers"].items())
+        t.add_row(i.name, m["suite"], m["created"], layers, m["checksum"][:19] + "…")
+    out.print(t)
+
+
+@image_app.command("rm")
+def image_rm(
+    name: Annotated[str, typer.Argument(help="Image name.")],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Delete a built image (refused while a lab uses it)."""
+    try:
+        host.require_root("labctl image rm")
+        images.remove_image(state_dir, name, mounts.overlay_lowerdirs())
+    except LabctlError as e:
+        _fail(e)
+        return
+    out.print(f"image {name} removed")
+
+
+@host_app.command("check")
+def host_check(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+    """What this host has ready for labctl, and the command that fixes what is missing."""
+    bad = 0
+    for c in host.checks(state_dir):
+        mark = "[green]ok[/green]  " if c.ok else "[red]MISSING[/red]"
+        line = f"{mark} {c.name}: {c.detail}"
+        if not c.ok and c.fix:
+            line += f"  [yellow]→ {c.fix}[/yellow]"
+            bad += 1
+        out.print(line, highlight=False)
+    raise typer.Exit(1 if bad else 0)
+
+
+def main() -> None:
+    app()

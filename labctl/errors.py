@@ -1,0 +1,45 @@
+"""One exception hierarchy; the CLI turns each into one line and an exit status."""
+
+
+class LabctlError(Exception):
+    """A failure the user can act on; the message says what to do."""
+
+    exit_code = 1
+
+
+class UsageError(LabctlError):
+    """Bad input: nothing was created."""
+
+    exit_code = 2
+
+
+class HostError(LabctlError):
+    """The host is not ready (libvirtd, packages, permissions)."""
+
+    exit_code = 3
+
+
+class NotFoundError(LabctlError):
+    """A lab, node or image that does not exist."""
+
+    exit_code = 4
+
+
+class WaitTimeout(LabctlError):
+    """An external wait passed its deadline."""
+
+    exit_code = 5
+
+
+class CommandError(LabctlError):
+    """A command on a node or the host failed; carries the command and its output."""
+
+    def __init__(self, where: str, command: str, status: int, stdout: str, stderr: str) -> None:
+        self.where = where
+        self.command = command
+        self.status = status
+        self.stdout = stdout
+        self.stderr = stderr
+        tail = (stderr.strip() or stdout.strip()).splitlines()[-3:]
+        detail = " | ".join(tail) if tail else "no output"
+        super().__init__(f"{where}: `{command}` exited {status}: {detail}")

@@ -1,0 +1,376 @@
+"""Base images: a debootstrapped Debian root plus one layer per node role.
+
+On Debian 12 `pacemaker` and `pacemaker-remote` conflict, so one tree cannot
+hold both. An image is therefore a common base (systemd, sshd, resource-agents)
+and two overlay layers over it: "cluster" (corosync + pacemaker) and "remote"
+(pacemaker-remote). A node's root is an overlay of its layer, the base, and an
+upper directory of its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from labctl.errors import CommandError, HostError, NotFoundError, UsageError
+from labctl.render import render
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ImageDef:
+    name: str
+    suite: str
+    base_packages: tuple[str, ...]
+    layers: dict[str, tuple[str, ...]]
+
+
+DEBIAN12 = ImageDef(
+    name="debian12",
+    suite="bookworm",
+    base_packages=(
+        "systemd-sysv",
+        "openssh-server",
+        "iproute2",
+        "iputils-ping",
+        "procps",
+        "resource-agents",
+    ),
+    layers={
+        # libvirt-clients: ocf:heartbeat:VirtualDomain drives the host's libvirtd
+        # through virsh; fence-virt: fence_xvm.
+        "cluster": (
+            "pacemaker",
+            "corosync",
+            "pacemaker-cli-utils",
+            "libvirt-clients",
+            "fence-virt",
+        ),
+        # pacemaker-cli-utils afterwards, in the chroot: debootstrap would take the
+        # first alternative of its "pacemaker | pacemaker-remote" dependency.
+        "remote": ("pacemaker-remote", "pacemaker-cli-utils"),
+    },
+)
+IMAGES = {DEBIAN12.name: DEBIAN12}
+DEFAULT_IMAGE = DEBIAN12.name
+
+# Units a lab node never needs; masked so they cost neither boot time nor memory.
+MASKED_UNITS = (
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "e2scrub_all.timer",
+    "e2scrub_reap.service",
+    "fstrim.timer",
+    "systemd-timesyncd.service",
+    "getty@tty1.service",
+    "systemd-logind.service",
+    "dpkg-db-backup.timer",
+    "logd.service",  # cluster-glue's logger, pulled in by resource-agents; journald suffices
+)
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    dir: Path
+    manifest: dict
+
+    def layer(self, role_layer: str) -> Path:
+        return self.dir / role_layer
+
+    @property
+    def base(self) -> Path:
+        return self.dir / "base"
+
+
+def images_dir(state_dir: Path) -> Path:
+    return state_dir / "images"
+
+
+def image_def(name: str) -> ImageDef:
+    try:
+        return IMAGES[name]
+    except KeyError:
+        raise UsageError(f"unknown image {name!r}: known images are {', '.join(IMAGES)}") from None
+
+
+def find_image(state_dir: Path, name: str) -> Image | None:
+    d = images_dir(state_dir) / name
+    manifest = d / "manifest.json"
+    if not manifest.is_file():
+        return None
+    return Image(name=name, dir=d, manifest=json.loads(manifest.read_text()))
+
+
+def require_image(state_dir: Path, name: str) -> Image:
+    image_def(name)
+    img = find_image(state_dir, name)
+    if img is None:
+        raise NotFoundError(f"image {name!r} is not built: run `labctl image build {name}`")
+    return img
+
+
+def list_images(state_dir: Path) -> list[Image]:
+    d = images_dir(state_dir)
+    if not d.is_dir():
+        return []
+    found = (find_image(state_dir, p.name) for p in sorted(d.iterdir()) if p.is_dir())
+    return [i for i in found if i is not None]
+
+
+def parse_apt_sources(texts: dict[str, str], suite: str) -> str | None:
+    """The first archive URI serving SUITE in the host's apt sources (deb822 or one-line)."""
+    for name in sorted(texts):
+        text = texts[name]
+        if name.endswith(".sources"):
+            for stanza in re.split(r"\n\s*\n", text):
+                fields: dict[str, str] = {}
+                for line in stanza.splitlines():
+                    if line.startswith("#") or ":" not in line:
+                        continue
+                    key, _, value = line.partition(":")
+                    fields[key.strip().lower()] = value.strip()
+                if "deb" not in fields.get("types", "").split():
+                    continue
+                if suite in fields.get("suites", "").split() and fields.get("uris"):
+                    return fields["uris"].split()[0]
+        else:
+            for line in text.splitlines():
+                words = re.sub(r"\[[^]]*\]", "", line.split("#", 1)[0]).split()
+                if len(words) >= 3 and words[0] == "deb" and words[2] == suite:
+                    return words[1]
+    return None
+
+
+def host_mirror(suite: str) -> str:
+    """The Debian mirror the host's own apt uses for SUITE."""
+    texts: dict[str, str] = {}
+    main = Path("/etc/apt/sources.list")
+    if main.is_file():
+        texts[str(main)] = main.read_text()
+    d = Path("/etc/apt/sources.list.d")
+    if d.is_dir():
+        for p in d.iterdir():
+            if p.suffix in (".list", ".sources"):
+                texts[str(p)] = p.read_text()
+    mirror = parse_apt_sources(texts, suite)
+    if mirror is None:
+        raise HostError(
+            f"no apt source for {suite!r} on this host: pass --mirror URL of a Debian mirror"
+        )
+    return mirror
+
+
+def _run(argv: list[str], where: str = "host", **kw) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, **kw)
+    if proc.returncode != 0:
+        raise CommandError(where, " ".join(argv[:6]), proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def _package_list(tree: Path) -> list[str]:
+    status = tree / "var/lib/dpkg/status"
+    pkgs, name = [], None
+    for line in status.read_text().splitlines():
+        if line.startswith("Package: "):
+            name = line.split(": ", 1)[1]
+        elif line.startswith("Version: ") and name:
+            pkgs.append(f"{name}={line.split(': ', 1)[1]}")
+    return sorted(pkgs)
+
+
+def tree_size(path: Path) -> int:
+    """Bytes held by a tree's regular files (each inode counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            st = os.lstat(os.path.join(root, f))
+            if st.st_ino not in seen:
+                seen.add(st.st_ino)
+                total += st.st_blocks * 512
+    return total
+
+
+def _write(tree: Path, rel: str, text: str, mode: int = 0o644) -> None:
+    p = tree / rel.lstrip("/")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    p.chmod(mode)
+
+
+def _customize_base(tree: Path) -> None:
+    """Make the debootstrapped tree a lab node: sshd by key, DHCP by networkd, quiet logs."""
+    for key in (tree / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()  # every node gets its own key, generated by labctl and pinned
+    _write(tree, "etc/ssh/sshd_config.d/labctl.conf", render("sshd_labctl.conf"))
+    _write(tree, "etc/systemd/network/80-labctl.network", render("networkd.network"))
+    _write(tree, "etc/systemd/journald.conf.d/labctl.conf", render("journald_labctl.conf"))
+    # pam_env logs a complaint at every SSH login without it (noise in CTS's logs).
+    _write(tree, "etc/default/locale", "")
+    (tree / "etc/machine-id").write_text("")  # systemd makes one per node at first boot
+    (tree / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+    _write(tree, "etc/fstab", "")
+    (tree / "etc/resolv.conf").unlink(missing_ok=True)  # debootstrap copied the host's
+    _run(["chroot", str(tree), "systemctl", "enable", "systemd-networkd.service"])
+    _run(["chroot", str(tree), "systemctl", "mask", *MASKED_UNITS])
+
+
+def _build_layer(base: Path, layer: Path, packages: tuple[str, ...], scratch: Path) -> None:
+    """Install PACKAGES over BASE in a private mount namespace; LAYER receives the diff."""
+    work, merged = scratch / "work", scratch / "merged"
+    for d in (layer, work, merged):
+        d.mkdir(parents=True, exist_ok=True)
+    script = r"""
+set -e
+base=$1 upper=$2 work=$3 merged=$4
+shift 4
+mount -t overlay overlay -o "lowerdir=$base,upperdir=$upper,workdir=$work" "$merged"
+mount -t proc proc "$merged/proc"
+cp /etc/resolv.conf "$merged/etc/resolv.conf"
+printf '#!/bin/sh\nexit 101\n' > "$merged/usr/sbin/policy-rc.d"
+chmod 755 "$merged/usr/sbin/policy-rc.d"
+chroot "$merged" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+chroot "$merged" apt-get clean
+rm -f "$merged/usr/sbin/policy-rc.d" "$merged/etc/resolv.conf"
+umount "$merged/proc"
+"""
+    _run(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "layer",
+            str(base),
+            str(layer),
+            str(work),
+            str(merged),
+            *packages,
+        ],
+        where=f"image layer {layer.name}",
+    )
+
+
+def _layer_post(base: Path, layer: Path, name: str) -> None:
+    """Role-specific settings written straight into the layer's tree."""
+    wants = layer / "etc/systemd/system/multi-user.target.wants"
+    if name == "cluster":
+        # labctl starts the stack once corosync.conf and the authkey are in place.
+        for unit in ("corosync.service", "pacemaker.service"):
+            (wants / unit).unlink(missing_ok=True)
+
+
+def build_image(
+    state_dir: Path,
+    name: str = DEFAULT_IMAGE,
+    mirror: str | None = None,
+    progress: Progress = lambda _m: None,
+    force: bool = False,
+) -> Image:
+    """Build image NAME (base + role layers) unless it is there; return it."""
+    idef = image_def(name)
+    existing = find_image(state_dir, name)
+    if existing and not force:
+        return existing
+    if os.geteuid() != 0:
+        raise HostError("building an image needs root (debootstrap, chroot): run labctl as root")
+    if shutil.which("debootstrap") is None:
+        raise HostError(
+            "debootstrap is missing: run scripts/setup-host (or apt-get install debootstrap)"
+        )
+    mirror = mirror or host_mirror(idef.suite)
+    root = images_dir(state_dir)
+    cache = state_dir / "cache" / "debootstrap"
+    cache.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    build = root / f".build-{name}-{os.getpid()}"
+    shutil.rmtree(build, ignore_errors=True)
+    started = time.monotonic()
+    try:
+        base = build / "base"
+        progress(f"debootstrap {idef.suite} (base: {', '.join(idef.base_packages)})")
+        _run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(idef.base_packages)}",
+                f"--cache-dir={cache}",
+                idef.suite,
+                str(base),
+                mirror,
+            ],
+            where="debootstrap",
+        )
+        _customize_base(base)
+        layers = {}
+        for lname, pkgs in idef.layers.items():
+            progress(f"layer {lname}: {', '.join(pkgs)}")
+            layer = build / lname
+            _build_layer(base, layer, pkgs, build / f".scratch-{lname}")
+            shutil.rmtree(build / f".scratch-{lname}")
+            _layer_post(base, layer, lname)
+            layers[lname] = layer
+        manifest = _manifest(idef, mirror, base, layers, time.monotonic() - started)
+        (build / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        final = root / name
+        if final.exists():
+            shutil.rmtree(final)
+        build.rename(final)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    progress(f"image {name} built in {time.monotonic() - started:.0f} s")
+    img = find_image(state_dir, name)
+    assert img is not None
+    return img
+
+
+def _manifest(
+    idef: ImageDef, mirror: str, base: Path, layers: dict[str, Path], secs: float
+) -> dict:
+    base_pkgs = _package_list(base)
+    info: dict = {
+        "name": idef.name,
+        "distro": "debian",
+        "suite": idef.suite,
+        "mirror": mirror,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "build_seconds": round(secs, 1),
+        "layers": {"base": {"size_bytes": tree_size(base), "packages": len(base_pkgs)}},
+    }
+    digest = hashlib.sha256("\n".join(base_pkgs).encode())
+    for lname, layer in layers.items():
+        # The layer's dpkg status is the whole list (base + layer); record what it added.
+        pkgs = _package_list(layer) if (layer / "var/lib/dpkg/status").is_file() else base_pkgs
+        added = sorted(set(pkgs) - set(base_pkgs))
+        info["layers"][lname] = {"size_bytes": tree_size(layer), "added": added}
+        digest.update(("\n" + lname + "\n" + "\n".join(added)).encode())
+    info["checksum"] = "sha256:" + digest.hexdigest()
+    return info
+
+
+def remove_image(state_dir: Path, name: str, mounted_lowerdirs: list[str]) -> None:
+    """Delete image NAME unless a lab's root is still mounted over it."""
+    img = find_image(state_dir, name)
+    if img is None:
+        raise NotFoundError(f"no image {name!r}: `labctl image list` shows what is built")
+    prefix = str(img.dir) + "/"
+    if any(d.startswith(prefix) for d in mounted_lowerdirs):
+        raise UsageError(
+            f"image {name!r} is in use by a lab: take the lab down first (`labctl down LAB`)"
+        )
+    shutil.rmtree(img.dir)

@@ -1,0 +1,342 @@
+"""Orchestration of `up`, `down`, `status`: named steps, per-node steps concurrent."""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+from labctl import host, images, mounts, plan, secrets, ssh, state, virt
+from labctl.errors import LabctlError, NotFoundError, UsageError
+from labctl.plan import LabPlan, NodePlan
+from labctl.provision import known_hosts_lines, node_files
+from labctl.spec import LabSpec
+from labctl.xml import lxc_domain_xml, network_xml
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+MAX_WORKERS = 16
+SSH_TIMEOUT = 120.0
+
+
+class Reporter:
+    """Progress of named phases; the CLI renders it, the benchmark reads its timings."""
+
+    def __init__(self, emit: Callable[[str], None] = lambda _m: None) -> None:
+        self.emit = emit
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        self.emit(f"{name} ...")
+        yield
+        self.timings[name] = time.monotonic() - start
+        self.emit(f"{name}: done in {self.timings[name]:.1f} s")
+
+
+def parallel(fn: Callable[[T], R], items: list[T] | tuple[T, ...]) -> list[R]:
+    """Run FN over ITEMS with a bounded pool; the first failure is raised after all finish."""
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(items))) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]  # type: ignore[misc]
+    return [f.result() for f in futures]
+
+
+# ---------------------------------------------------------------- status
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    role: str
+    ip: str
+    domain: str  # libvirt state, or "absent"
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    name: str
+    state: str
+    mode: str
+    backend: str
+    network: str
+    subnet: str
+    nodes: list[NodeStatus] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _uri_for(backend: str) -> str:
+    return virt.default_uri(backend)
+
+
+def status(name: str, state_dir: Path) -> LabStatus:
+    rec = state.read_record(state_dir, name)
+    backend = rec.spec.backend if rec else "lxc"
+    with virt.connection(_uri_for(backend)) as conn:
+        doms = {d.name: d for d in virt.lab_domains(conn, name)}
+        nets = virt.lab_networks(conn)
+    if rec is None:
+        if not doms and name not in nets:
+            raise NotFoundError(f"no lab {name!r}: `labctl list` shows the labs on this host")
+        nodes = [NodeStatus(d.name, d.meta.role, "", d.state) for d in doms.values()]
+        return LabStatus(
+            name,
+            "left over (no record)",
+            "?",
+            backend,
+            nets.get(name, ""),
+            "",
+            nodes,
+            [f"run `labctl down {name}` to remove what is left"],
+        )
+    p = rec.plan(state_dir)
+    nodes = [
+        NodeStatus(n.name, n.role, str(n.ip), doms[n.name].state if n.name in doms else "absent")
+        for n in p.nodes
+    ]
+    return LabStatus(
+        name=name,
+        state=rec.state,
+        mode=rec.spec.mode,
+        backend=rec.spec.backend,
+        network=p.network.name if name in nets else "absent",
+        subnet=str(p.network.subnet),
+        nodes=nodes,
+    )
+
+
+def list_labs(state_dir: Path) -> list[str]:
+    """Every lab with anything left on this host: a record, a network or a domain."""
+    names = set(state.recorded_labs(state_dir))
+    for uri in (virt.LXC_URI,):
+        with virt.connection(uri) as conn:
+            names |= set(virt.lab_networks(conn))
+            names |= {d.meta.lab for d in virt.lab_domains(conn)}
+    return sorted(names)
+
+
+# ---------------------------------------------------------------- up
+
+
+def _exists(conn: object, name: str, state_dir: Path) -> bool:
+    return (
+        (state.labs_dir(state_dir) / name).exists()
+        or name in virt.lab_networks(conn)  # type: ignore[arg-type]
+        or bool(virt.lab_domains(conn, name))  # type: ignore[arg-type]
+    )
+
+
+def up(
+    spec: LabSpec,
+    state_dir: Path,
+    reporter: Reporter | None = None,
+    keep_on_failure: bool = False,
+    mirror: str | None = None,
+) -> LabStatus:
+    """Create lab SPEC and return when every node answers SSH (and Pacemaker is ready)."""
+    reporter = reporter or Reporter()
+    host.require_root("labctl up")
+    if spec.backend != "lxc":
+        raise UsageError("--backend vm is not available yet: use --backend lxc")
+    images.image_def(spec.image)
+    with virt.connection(_uri_for(spec.backend)) as conn:
+        if _exists(conn, spec.name, state_dir):
+            raise UsageError(
+                f"lab {spec.name!r} already exists (or is left over): "
+                f"`labctl down {spec.name}` first, or pick another --name"
+            )
+        image = images.find_image(state_dir, spec.image)
+        if image is None:
+            with reporter.phase(f"build image {spec.image} (first use)"):
+                image = images.build_image(
+                    state_dir, spec.image, mirror=mirror, progress=reporter.emit
+                )
+        # Two labctl runs must not pick the same subnet: hold a host-wide lock
+        # from the choice until the network holding it exists.
+        with _allocation_lock(state_dir):
+            index = plan.pick_subnet_index(virt.network_subnets(conn) + host.host_subnets())
+            p = plan.make_plan(spec, index, state_dir)
+            try:
+                p.dir.mkdir(mode=0o700)
+            except FileExistsError:
+                raise UsageError(f"lab {spec.name!r} is being created by another labctl") from None
+            try:
+                state.write_record(p, "creating")
+                with reporter.phase("network"):
+                    virt.create_network(conn, network_xml(p.network, p.nodes))
+            except BaseException:
+                _down(spec.name, state_dir)
+                raise
+        try:
+            _create(conn, p, image, reporter)
+            state.write_record(p, "up")
+        except BaseException:
+            if keep_on_failure:
+                state.write_record(p, "failed")
+                reporter.emit(f"kept what was created; `labctl down {spec.name}` removes it")
+            else:
+                reporter.emit("rolling back")
+                _down(spec.name, state_dir)
+            raise
+    return status(spec.name, state_dir)
+
+
+@contextmanager
+def _allocation_lock(state_dir: Path) -> Iterator[None]:
+    state.labs_dir(state_dir).mkdir(parents=True, exist_ok=True)
+    with open(state_dir / ".allocate.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _create(conn: object, p: LabPlan, image: images.Image, reporter: Reporter) -> None:
+    lab_priv, lab_pub = secrets.new_ed25519(f"labctl-{p.name}")
+    secrets.write_secret(p.private_key, lab_priv)
+    (p.ssh_dir / "id_ed25519.pub").write_text(lab_pub + "\n")
+    secrets.write_secret(p.authkey, secrets.new_authkey())
+    host_keys = {n.name: secrets.new_ed25519(f"root@{n.name}") for n in p.nodes}
+    known = known_hosts_lines(p, {k: v[1] for k, v in host_keys.items()})
+    p.known_hosts.write_text(known)
+    legacy = host.cgroup_layout() == "hybrid"
+    hostname = host.host_name()
+
+    def make_root(node: NodePlan) -> None:
+        mounts.mount_overlay(
+            [image.layer(node.layer), image.base], node.upper, node.work, node.root
+        )
+        hk_priv, hk_pub = host_keys[node.name]
+        for f in node_files(
+            p,
+            node,
+            host_name=hostname,
+            host_key_private=hk_priv,
+            host_key_public=hk_pub,
+            lab_key_private=lab_priv,
+            lab_key_public=lab_pub,
+            known_hosts=known,
+        ):
+            target = node.root / f.path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            secrets.write_secret(target, f.data, f.mode)
+
+    with reporter.phase("roots"):
+        parallel(make_root, p.nodes)
+
+    def start(node: NodePlan) -> None:
+        virt.define_and_start(conn, lxc_domain_xml(p, node, legacy_cgroups=legacy))  # type: ignore[arg-type]
+
+    with reporter.phase("domains started"):
+        parallel(start, p.nodes)
+
+    def reach(node: NodePlan) -> None:
+        ssh.wait_for_banner(str(node.ip), timeout=SSH_TIMEOUT)
+        with connect(p, node) as c:
+            c.run("true")
+
+    with reporter.phase("ssh ready"):
+        parallel(reach, p.nodes)
+
+
+def connect(p: LabPlan, node: NodePlan) -> ssh.Connection:
+    return ssh.Connection(node.name, str(node.ip), p.private_key, p.known_hosts)
+
+
+def load_plan(name: str, state_dir: Path) -> LabPlan:
+    rec = state.read_record(state_dir, name)
+    if rec is None:
+        raise NotFoundError(f"no lab {name!r} here: `labctl list` shows the labs on this host")
+    return rec.plan(state_dir)
+
+
+# ---------------------------------------------------------------- down
+
+
+@dataclass(frozen=True)
+class DownReport:
+    name: str
+    domains: list[str]
+    network: bool
+    mounts: int
+    directory: bool
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.domains or self.network or self.mounts or self.directory)
+
+
+def down(name: str, state_dir: Path) -> DownReport:
+    """Remove everything of lab NAME; safe from any partial state, and twice."""
+    host.require_root("labctl down")
+    plan.network_name(name)  # name shape only; down must work for any leftover
+    return _down(name, state_dir)
+
+
+def _remove_domain(conn: object, d: virt.DomainInfo) -> bool:
+    return virt.remove_domain(conn, d.name)  # type: ignore[arg-type]
+
+
+def _down(name: str, state_dir: Path) -> DownReport:
+    lab_dirs = {state.labs_dir(state_dir) / name}
+    removed: list[str] = []
+    found_net = False
+    for uri in (virt.LXC_URI,):
+        with virt.connection(uri) as conn:
+            doms = virt.lab_domains(conn, name)
+            lab_dirs |= {
+                state.labs_dir(Path(d.meta.state_dir)) / name for d in doms if d.meta.state_dir
+            }
+            gone = parallel(partial(_remove_domain, conn), doms)
+            removed += [d.name for d, ok in zip(doms, gone, strict=True) if ok]
+            found_net = virt.remove_network(conn, plan.network_name(name)) or found_net
+    n_mounts = 0
+    for d in lab_dirs:
+        for target in mounts.mounts_under(d):
+            mounts.unmount(target)
+            n_mounts += 1
+    had_dir = False
+    for d in lab_dirs:
+        if mounts.mounts_under(d):
+            raise LabctlError(f"{d} still has mounts; not deleting it (see /proc/self/mountinfo)")
+        if d.exists():
+            had_dir = True
+            shutil.rmtree(d)
+    return DownReport(name, sorted(removed), found_net, n_mounts, had_dir)
+
+
+def ssh_command(name: str, node: str, state_dir: Path) -> list[str]:
+    """argv of OpenSSH for an interactive login (a terminal wants the real client)."""
+    p = load_plan(name, state_dir)
+    n = p.node(node)
+    return [
+        "ssh",
+        "-i",
+        str(p.private_key),
+        "-o",
+        f"UserKnownHostsFile={p.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-l",
+        "root",
+        str(n.ip),
+    ]
+
+
+def run_on(name: str, node: str, command: str, state_dir: Path) -> ssh.Result:
+    p = load_plan(name, state_dir)
+    with connect(p, p.node(node)) as c:
+        return c.run(command, check=False)

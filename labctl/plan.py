@@ -1,0 +1,171 @@
+"""Turn a LabSpec into concrete names, roles, addresses and paths. Pure: no I/O."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from labctl.errors import UsageError
+from labctl.spec import LabSpec, Role
+
+# Labs take /24s out of this block, one each, skipping any in use on the host.
+SUPERNET = ipaddress.IPv4Network("10.213.0.0/16")
+NETWORK_PREFIX = "labctl-"
+BRIDGE_PREFIX = "lcbr"
+CLUSTER_HOST_BASE = 10  # cluster node i gets .10+i
+OTHER_HOST_BASE = 30  # remote/guest node i gets .30+i
+CTS_IP_BASE = 200  # first address CTS may use for its IPaddr resources
+
+ROLE_LETTER: dict[str, str] = {"cluster": "c", "remote": "r", "guest": "g"}
+ROLE_LAYER: dict[str, str] = {"cluster": "cluster", "remote": "remote", "guest": "remote"}
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    name: str
+    bridge: str
+    index: int
+    subnet: ipaddress.IPv4Network
+    nat: bool
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        return self.subnet.network_address + 1
+
+    @property
+    def cts_ip_base(self) -> ipaddress.IPv4Address:
+        return self.subnet.network_address + CTS_IP_BASE
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str
+    role: Role
+    index: int  # 1-based within its role
+    ip: ipaddress.IPv4Address
+    mac: str
+    layer: str  # image layer: "cluster" or "remote"
+    dir: Path  # per-node state: upper/work dirs, root mount point
+
+    @property
+    def upper(self) -> Path:
+        return self.dir / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.dir / "work"
+
+    @property
+    def root(self) -> Path:
+        return self.dir / "root"
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    spec: LabSpec
+    network: NetworkPlan
+    nodes: tuple[NodePlan, ...]
+    dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def cluster_nodes(self) -> tuple[NodePlan, ...]:
+        return tuple(n for n in self.nodes if n.role == "cluster")
+
+    @property
+    def ssh_dir(self) -> Path:
+        return self.dir / "ssh"
+
+    @property
+    def private_key(self) -> Path:
+        return self.ssh_dir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.ssh_dir / "known_hosts"
+
+    @property
+    def authkey(self) -> Path:
+        return self.dir / "authkey"
+
+    @property
+    def xml_dir(self) -> Path:
+        return self.dir / "xml"
+
+    @property
+    def record(self) -> Path:
+        return self.dir / "lab.json"
+
+    def node(self, name: str) -> NodePlan:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise UsageError(
+            f"lab {self.name!r} has no node {name!r}: its nodes are "
+            + ", ".join(n.name for n in self.nodes)
+        )
+
+
+def network_name(lab: str) -> str:
+    return NETWORK_PREFIX + lab
+
+
+def lab_of_network(name: str) -> str | None:
+    return name[len(NETWORK_PREFIX) :] if name.startswith(NETWORK_PREFIX) else None
+
+
+def pick_subnet_index(used: Iterable[ipaddress.IPv4Network]) -> int:
+    """Lowest /24 of SUPERNET that overlaps none of USED (host routes, other networks)."""
+    used = list(used)
+    for index, subnet in enumerate(SUPERNET.subnets(new_prefix=24)):
+        if index == 0:
+            continue  # keep .0.0/24 out: too easy to confuse with a network address
+        if not any(subnet.overlaps(u) for u in used):
+            return index
+    raise UsageError(f"no free /24 left in {SUPERNET}: take some labs down first")
+
+
+def node_mac(index: int, host: int) -> str:
+    """A locally administered MAC (QEMU/KVM OUI) unique per lab subnet and host number."""
+    return f"52:54:00:d5:{index:02x}:{host:02x}"
+
+
+def make_plan(spec: LabSpec, subnet_index: int, state_dir: Path) -> LabPlan:
+    """The full, deterministic layout of a lab: same inputs, same plan."""
+    subnet = list(SUPERNET.subnets(new_prefix=24))[subnet_index]
+    network = NetworkPlan(
+        name=network_name(spec.name),
+        bridge=f"{BRIDGE_PREFIX}{subnet_index}",
+        index=subnet_index,
+        subnet=subnet,
+        nat=spec.network == "nat",
+    )
+    lab_dir = state_dir / "labs" / spec.name
+    roles: list[tuple[Role, int, int]] = []
+    if spec.mode == "cluster":
+        roles.append(("cluster", spec.nodes, CLUSTER_HOST_BASE))
+    else:
+        roles.append(("cluster", spec.cluster_nodes, CLUSTER_HOST_BASE))
+        roles.append((spec.mode, spec.nodes, OTHER_HOST_BASE))
+    nodes = []
+    for role, count, base in roles:
+        for i in range(1, count + 1):
+            host = base + i
+            name = f"{spec.name}-{ROLE_LETTER[role]}{i}"
+            nodes.append(
+                NodePlan(
+                    name=name,
+                    role=role,
+                    index=i,
+                    ip=subnet.network_address + host,
+                    mac=node_mac(subnet_index, host),
+                    layer=ROLE_LAYER[role],
+                    dir=lab_dir / "nodes" / name,
+                )
+            )
+    return LabPlan(spec=spec, network=network, nodes=tuple(nodes), dir=lab_dir)

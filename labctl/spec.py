@@ -1,0 +1,124 @@
+"""What a user asks for: a lab of N nodes in a mode, validated before anything is touched."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from labctl.errors import UsageError
+
+Mode = Literal["cluster", "remote", "guest"]
+Backend = Literal["lxc", "vm"]
+NetworkKind = Literal["isolated", "nat"]
+Role = Literal["cluster", "remote", "guest"]
+
+MODES: tuple[str, ...] = get_args(Mode)
+BACKENDS: tuple[str, ...] = get_args(Backend)
+
+# A lab lives on one /24; .10 up to .99 are node addresses, the rest stays free
+# for the gateway, CTS's test IPs and users' floating addresses.
+MAX_NODES = 64
+MAX_CLUSTER_NODES = 16  # corosync/knet handles more, but a lab on one host gains nothing
+DEFAULT_CLUSTER_NODES = 2  # remote/guest labs: the smallest cluster that can fail over
+MAX_NAME = 20  # so that "NAME-g64" stays a short host name and a short domain name
+
+_NAME_RE = re.compile(r"^[a-z](?:[a-z0-9-]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    """A validated request for one lab."""
+
+    name: str
+    nodes: int
+    mode: Mode = "cluster"
+    cluster_nodes: int = 0  # cluster nodes besides the N remote/guest nodes; 0 in cluster mode
+    backend: Backend = "lxc"
+    network: NetworkKind = "isolated"
+    image: str = "debian12"
+    memory_mib: int = 512
+    vcpus: int = 1
+    remote_port: int = 3121
+    fencing: bool = False
+
+    @property
+    def total_nodes(self) -> int:
+        return self.nodes + self.cluster_nodes
+
+
+def validate_name(name: str) -> str:
+    """Return NAME if it is a usable lab name, else raise UsageError saying why."""
+    if not name:
+        raise UsageError("lab name is empty: give --name with a short lower-case name like 'demo'")
+    if len(name) > MAX_NAME:
+        raise UsageError(
+            f"lab name {name!r} is longer than {MAX_NAME} characters: pick a shorter one"
+        )
+    if not _NAME_RE.match(name):
+        raise UsageError(
+            f"lab name {name!r} is not a host name label: use lower-case letters, digits and '-', "
+            "starting with a letter and not ending with '-'"
+        )
+    return name
+
+
+def make_spec(
+    name: str,
+    nodes: int,
+    mode: str = "cluster",
+    cluster_nodes: int | None = None,
+    backend: str = "lxc",
+    network: str = "isolated",
+    image: str = "debian12",
+    memory_mib: int = 512,
+    vcpus: int = 1,
+    remote_port: int = 3121,
+    fencing: bool = False,
+) -> LabSpec:
+    """Validate raw user input into a LabSpec; every problem is a one-line UsageError."""
+    validate_name(name)
+    if mode not in MODES:
+        raise UsageError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if network not in ("isolated", "nat"):
+        raise UsageError(f"unknown network kind {network!r}: use isolated or nat")
+    if nodes < 1:
+        raise UsageError(f"--nodes must be at least 1 (got {nodes})")
+    if mode == "cluster":
+        if cluster_nodes not in (None, 0, nodes):
+            raise UsageError(
+                "--cluster-nodes is for remote and guest modes; in cluster mode use --nodes"
+            )
+        if nodes > MAX_CLUSTER_NODES:
+            raise UsageError(
+                f"--nodes {nodes} is above {MAX_CLUSTER_NODES} cluster nodes: use --mode remote "
+                "or --mode guest for larger labs"
+            )
+        k = 0
+    else:
+        k = DEFAULT_CLUSTER_NODES if cluster_nodes is None else cluster_nodes
+        if not 1 <= k <= MAX_CLUSTER_NODES:
+            raise UsageError(f"--cluster-nodes must be between 1 and {MAX_CLUSTER_NODES} (got {k})")
+    if nodes + k > MAX_NODES:
+        raise UsageError(f"a lab holds at most {MAX_NODES} nodes in all (asked for {nodes + k})")
+    if memory_mib < 128:
+        raise UsageError(f"--memory must be at least 128 MiB (got {memory_mib})")
+    if not 1 <= vcpus <= 64:
+        raise UsageError(f"--vcpus must be between 1 and 64 (got {vcpus})")
+    if not 1 <= remote_port <= 65535:
+        raise UsageError(f"--remote-port must be a TCP port, 1-65535 (got {remote_port})")
+    return LabSpec(
+        name=name,
+        nodes=nodes,
+        mode=mode,  # type: ignore[arg-type]
+        cluster_nodes=k,
+        backend=backend,  # type: ignore[arg-type]
+        network=network,  # type: ignore[arg-type]
+        image=image,
+        memory_mib=memory_mib,
+        vcpus=vcpus,
+        remote_port=remote_port,
+        fencing=fencing,
+    )

@@ -1,0 +1,114 @@
+"""The only module that speaks SSH (paramiko): wait for a node, run, put a file.
+
+Host keys are pinned: labctl makes each node's host key itself and writes it
+into the lab's known_hosts before the node boots; an unknown or changed key is
+refused.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from labctl.errors import CommandError, LabctlError, WaitTimeout
+
+
+@dataclass(frozen=True)
+class Result:
+    command: str
+    status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+def wait_for_banner(host: str, port: int = 22, timeout: float = 60.0) -> float:
+    """Poll until an SSH server on HOST:PORT sends its banner; return seconds waited."""
+    start = time.monotonic()
+    deadline = start + timeout
+    last = "no answer"
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1.0) as s:
+                s.settimeout(2.0)
+                if s.recv(4).startswith(b"SSH-"):
+                    return time.monotonic() - start
+                last = "no SSH banner"
+        except OSError as e:
+            last = e.strerror or str(e)
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"{host}:{port}: SSH did not answer within {timeout:.0f} s ({last})")
+        time.sleep(0.2)
+
+
+class Connection:
+    """Root SSH to one node with the lab's key; host key checked against known_hosts."""
+
+    def __init__(self, name: str, host: str, key_file: Path, known_hosts: Path, port: int = 22):
+        self.name = name
+        self.host = host
+        self._client = paramiko.SSHClient()
+        self._client.load_host_keys(str(known_hosts))
+        self._client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            self._client.connect(
+                host,
+                port=port,
+                username="root",
+                key_filename=str(key_file),
+                allow_agent=False,
+                look_for_keys=False,
+                timeout=10,
+                banner_timeout=10,
+                auth_timeout=10,
+            )
+        except paramiko.BadHostKeyException as e:
+            raise LabctlError(
+                f"{name}: host key differs from the one labctl pinned; refusing to connect"
+            ) from e
+        except (paramiko.SSHException, OSError) as e:
+            raise LabctlError(f"{name}: SSH to {host} failed: {e}") from e
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def run(self, command: str, check: bool = True, timeout: float = 300.0) -> Result:
+        """Run COMMAND through the node's shell; raise CommandError on failure if CHECK."""
+        _stdin, stdout, stderr = self._client.exec_command(command, timeout=timeout)
+        out = stdout.read().decode(errors="replace")
+        err = stderr.read().decode(errors="replace")
+        status = stdout.channel.recv_exit_status()
+        res = Result(command, status, out, err)
+        if check and status != 0:
+            raise CommandError(self.name, command, status, out, err)
+        return res
+
+    def put(self, data: bytes, path: str, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
+        """Write DATA to PATH atomically with MODE and owner set before it appears."""
+        tmp = f"{path}.labctl-tmp"
+        with self._client.open_sftp() as sftp:
+            with sftp.open(tmp, "wb") as f:
+                f.chmod(mode)
+                f.chown(uid, gid)
+                f.write(data)
+            sftp.posix_rename(tmp, path)
+
+    def get(self, path: str) -> bytes:
+        with self._client.open_sftp() as sftp:
+            buf = io.BytesIO()
+            sftp.getfo(path, buf)
+            return buf.getvalue()

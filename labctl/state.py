@@ -1,0 +1,69 @@
+"""The lab record: what libvirt cannot tell about a lab, kept in its directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from labctl.plan import LabPlan, make_plan
+from labctl.spec import LabSpec
+
+DEFAULT_STATE_DIR = Path("/var/lib/labctl")
+
+
+def labs_dir(state_dir: Path) -> Path:
+    return state_dir / "labs"
+
+
+@dataclass(frozen=True)
+class LabRecord:
+    spec: LabSpec
+    subnet_index: int
+    state: str  # creating, up, failed
+    created: str
+
+    def plan(self, state_dir: Path) -> LabPlan:
+        return make_plan(self.spec, self.subnet_index, state_dir)
+
+
+def write_record(plan: LabPlan, state: str, created: str | None = None) -> LabRecord:
+    rec = LabRecord(
+        spec=plan.spec,
+        subnet_index=plan.network.index,
+        state=state,
+        created=created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    data = {
+        "spec": dataclasses.asdict(rec.spec),
+        "subnet_index": rec.subnet_index,
+        "state": rec.state,
+        "created": rec.created,
+    }
+    tmp = plan.record.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(plan.record)
+    return rec
+
+
+def read_record(state_dir: Path, name: str) -> LabRecord | None:
+    path = labs_dir(state_dir) / name / "lab.json"
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return LabRecord(
+        spec=LabSpec(**data["spec"]),
+        subnet_index=data["subnet_index"],
+        state=data["state"],
+        created=data["created"],
+    )
+
+
+def recorded_labs(state_dir: Path) -> list[str]:
+    d = labs_dir(state_dir)
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -1,0 +1,200 @@
+"""The only module that imports libvirt: connect, define/start/destroy, find a lab's objects."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import libvirt
+from lxml import etree
+
+from labctl.errors import HostError, LabctlError
+from labctl.plan import lab_of_network
+from labctl.xml import METADATA_NS, LabMetadata, parse_metadata
+
+# libvirt prints every error to stderr by default; labctl reports them itself.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+LXC_URI = "lxc:///"
+QEMU_URI = "qemu:///system"
+
+STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+
+
+def default_uri(backend: str) -> str:
+    env = os.environ.get("LIBVIRT_DEFAULT_URI")
+    if env:
+        return env
+    return LXC_URI if backend == "lxc" else QEMU_URI
+
+
+def connect(uri: str) -> libvirt.virConnect:
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as e:
+        raise HostError(
+            f"cannot reach libvirtd at {uri} ({e.get_error_message()}): "
+            "run scripts/setup-host to install and start it"
+        ) from None
+
+
+@contextmanager
+def connection(uri: str) -> Iterator[libvirt.virConnect]:
+    conn = connect(uri)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _no_such(e: libvirt.libvirtError) -> bool:
+    return e.get_error_code() in (
+        libvirt.VIR_ERR_NO_DOMAIN,
+        libvirt.VIR_ERR_NO_NETWORK,
+        libvirt.VIR_ERR_OPERATION_INVALID,  # e.g. destroy of a domain that is not running
+    )
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    name: str
+    state: str
+    meta: LabMetadata
+    persistent: bool
+    memory_kib: int
+
+
+def domain_meta(dom: libvirt.virDomain) -> LabMetadata | None:
+    try:
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
+    except libvirt.libvirtError:
+        return None
+    try:
+        return parse_metadata(text)
+    except (ValueError, etree.XMLSyntaxError):
+        return None
+
+
+def lab_domains(conn: libvirt.virConnect, lab: str | None = None) -> list[DomainInfo]:
+    """Every domain labctl made (of LAB, if given), running or not."""
+    found = []
+    for dom in conn.listAllDomains():
+        meta = domain_meta(dom)
+        if meta is None or (lab is not None and meta.lab != lab):
+            continue
+        try:
+            state, _ = dom.state()
+            mem = dom.info()[2]
+            persistent = bool(dom.isPersistent())
+        except libvirt.libvirtError as e:
+            if _no_such(e):
+                continue  # vanished while we looked
+            raise
+        found.append(
+            DomainInfo(dom.name(), STATE_NAMES.get(state, str(state)), meta, persistent, mem)
+        )
+    return sorted(found, key=lambda d: d.name)
+
+
+def lab_networks(conn: libvirt.virConnect) -> dict[str, str]:
+    """labctl's networks: lab name -> network name."""
+    out = {}
+    for net in conn.listAllNetworks():
+        lab = lab_of_network(net.name())
+        if lab:
+            out[lab] = net.name()
+    return out
+
+
+def network_subnets(conn: libvirt.virConnect) -> list[ipaddress.IPv4Network]:
+    """The IPv4 subnets of every libvirt network, labctl's or not."""
+    subnets = []
+    for net in conn.listAllNetworks():
+        doc = etree.fromstring(net.XMLDesc().encode())
+        for ip in doc.findall("ip"):
+            addr = ip.get("address")
+            if not addr or ":" in addr:
+                continue
+            mask = ip.get("netmask") or ip.get("prefix") or "24"
+            subnets.append(ipaddress.IPv4Network(f"{addr}/{mask}", strict=False))
+    return subnets
+
+
+def create_network(conn: libvirt.virConnect, xml: str) -> None:
+    try:
+        net = conn.networkDefineXML(xml)
+        net.create()
+    except libvirt.libvirtError as e:
+        raise LabctlError(f"creating the lab network failed: {e.get_error_message()}") from None
+
+
+def remove_network(conn: libvirt.virConnect, name: str) -> bool:
+    """Stop and undefine network NAME; False if there was none."""
+    try:
+        net = conn.networkLookupByName(name)
+    except libvirt.libvirtError as e:
+        if _no_such(e):
+            return False
+        raise
+    try:
+        if net.isActive():
+            net.destroy()
+        if net.isPersistent():
+            net.undefine()
+    except libvirt.libvirtError as e:
+        if not _no_such(e):
+            raise
+    return True
+
+
+def define_and_start(conn: libvirt.virConnect, xml: str) -> None:
+    dom = conn.defineXML(xml)
+    try:
+        dom.create()
+    except libvirt.libvirtError as e:
+        raise LabctlError(f"starting domain {dom.name()} failed: {e.get_error_message()}") from None
+
+
+def remove_domain(conn: libvirt.virConnect, name: str) -> bool:
+    """Destroy (hard stop) and undefine domain NAME; False if there was none."""
+    try:
+        dom = conn.lookupByName(name)
+    except libvirt.libvirtError as e:
+        if _no_such(e):
+            return False
+        raise
+    for step in (dom.destroy, dom.undefine):
+        try:
+            step()
+        except libvirt.libvirtError as e:
+            if not _no_such(e):
+                raise
+    return True
+
+
+def domain_xml(conn: libvirt.virConnect, name: str) -> str:
+    return conn.lookupByName(name).XMLDesc()
+
+
+def driver_ok(uri: str) -> tuple[bool, str]:
+    """Whether a connection to URI opens, and what it said."""
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as e:
+        return False, e.get_error_message()
+    try:
+        return True, f"{conn.getType()} {conn.getVersion()}"
+    finally:
+        conn.close()

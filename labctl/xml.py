@@ -1,0 +1,132 @@
+"""lxml builders for the libvirt XML labctl defines. Pure: each returns a string.
+
+Everything is pretty-printed: ocf:heartbeat:VirtualDomain finds a domain's name
+with a line regex and needs `<name>` alone on its line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lxml import etree
+from lxml.builder import E
+
+from labctl.plan import LabPlan, NetworkPlan, NodePlan
+
+METADATA_NS = "https://labctl.invalid/xmlns/lab/1"
+METADATA_PREFIX = "labctl"
+LXC_EMULATOR = "/usr/lib/libvirt/libvirt_lxc"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory shown inside a container."""
+
+    source: str
+    target: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class LabMetadata:
+    """What labctl writes into every domain it owns, so libvirt alone can say what a lab has."""
+
+    lab: str
+    role: str
+    node: str
+    state_dir: str
+
+
+def serialize(element: etree._Element) -> str:
+    return etree.tostring(element, pretty_print=True, encoding="unicode")
+
+
+def metadata_element(meta: LabMetadata) -> etree._Element:
+    el = etree.Element(f"{{{METADATA_NS}}}lab", nsmap={METADATA_PREFIX: METADATA_NS})
+    el.set("name", meta.lab)
+    el.set("role", meta.role)
+    el.set("node", meta.node)
+    el.set("state-dir", meta.state_dir)
+    return el
+
+
+def parse_metadata(text: str) -> LabMetadata:
+    """Read back what metadata_element wrote (libvirt returns it as a bare element)."""
+    el = etree.fromstring(text.encode())
+    # libvirt hands the element back without its namespace; it was selected by it.
+    if el.tag not in ("lab", f"{{{METADATA_NS}}}lab"):
+        raise ValueError(f"not labctl metadata: {el.tag}")
+    return LabMetadata(
+        lab=el.get("name", ""),
+        role=el.get("role", ""),
+        node=el.get("node", ""),
+        state_dir=el.get("state-dir", ""),
+    )
+
+
+def network_xml(net: NetworkPlan, nodes: tuple[NodePlan, ...]) -> str:
+    """A bridge with dnsmasq handing every node its fixed address; no <forward> unless NAT."""
+    dhcp = E.dhcp(*[E.host(mac=n.mac, name=n.name, ip=str(n.ip)) for n in nodes])
+    children: list[etree._Element] = [E.name(net.name)]
+    if net.nat:
+        children.append(E.forward(mode="nat"))
+    children += [
+        E.bridge(name=net.bridge, stp="off", delay="0"),
+        E.ip(dhcp, address=str(net.gateway), netmask=str(net.subnet.netmask)),
+    ]
+    return serialize(E.network(*children))
+
+
+def lxc_domain_xml(
+    plan: LabPlan,
+    node: NodePlan,
+    *,
+    legacy_cgroups: bool,
+    mounts: tuple[Mount, ...] = (),
+) -> str:
+    """An LXC system container booting systemd from the node's overlay root."""
+    os_children = [E.type("exe"), E.init("/sbin/init")]
+    if legacy_cgroups:
+        # On a hybrid-cgroup host a container's systemd must not mount cgroup2:
+        # it would create its units in the host's shared cgroup2 root.
+        os_children += [
+            E.initarg("systemd.unified_cgroup_hierarchy=0"),
+            E.initarg("systemd.legacy_systemd_cgroup_controller=1"),
+        ]
+    fs = [
+        E.filesystem(
+            E.source(dir=str(node.root)), E.target(dir="/"), type="mount", accessmode="passthrough"
+        )
+    ]
+    for m in mounts:
+        el = E.filesystem(
+            E.source(dir=m.source), E.target(dir=m.target), type="mount", accessmode="passthrough"
+        )
+        if m.readonly:
+            el.append(E.readonly())
+        fs.append(el)
+    meta = LabMetadata(
+        lab=plan.name, role=node.role, node=node.name, state_dir=str(plan.dir.parent.parent)
+    )
+    dom = E.domain(
+        E.name(node.name),
+        E.metadata(metadata_element(meta)),
+        E.memory(str(plan.spec.memory_mib), unit="MiB"),
+        E.vcpu(str(plan.spec.vcpus)),
+        E.os(*os_children),
+        E.features(E.privnet()),
+        E.clock(offset="utc"),
+        E.on_poweroff("destroy"),
+        E.on_reboot("restart"),
+        E.on_crash("destroy"),
+        E.devices(
+            E.emulator(LXC_EMULATOR),
+            *fs,
+            E.interface(
+                E.source(network=plan.network.name), E.mac(address=node.mac), type="network"
+            ),
+            E.console(E.target(type="lxc", port="0"), type="pty"),
+        ),
+        type="lxc",
+    )
+    return serialize(dom)

@@ -1,0 +1,109 @@
+"""End-to-end fixtures: real libvirtd, real containers, always torn down."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from labctl import mounts
+
+STATE_DIR = Path(os.environ.get("LABCTL_STATE_DIR", "/var/lib/labctl"))
+_counter = itertools.count(1)
+
+
+def labctl(
+    *args: str, check: bool = True, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI as a user would; output kept for the assertion message."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "labctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"labctl {' '.join(args)} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def labctl_json(*args: str) -> object:
+    return json.loads(labctl(*args, "--json").stdout)
+
+
+@dataclass(frozen=True)
+class HostState:
+    domains: frozenset[str]
+    networks: frozenset[str]
+    mounts: frozenset[str]
+    lab_dirs: frozenset[str]
+
+
+def host_state() -> HostState:
+    doms, nets = set(), set()
+    for uri in ("lxc:///", "qemu:///system"):
+        conn = libvirt.open(uri)
+        try:
+            doms |= {f"{uri}{d.name()}" for d in conn.listAllDomains()}
+            nets |= {n.name() for n in conn.listAllNetworks()}
+        finally:
+            conn.close()
+    labs = STATE_DIR / "labs"
+    return HostState(
+        domains=frozenset(doms),
+        networks=frozenset(nets),
+        mounts=frozenset(mounts.mounts_under(labs)),
+        lab_dirs=frozenset(p.name for p in labs.iterdir()) if labs.is_dir() else frozenset(),
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _real_host() -> None:
+    # These tests must run, not skip: a host that cannot run them is a failure.
+    if os.geteuid() != 0:
+        pytest.fail("end-to-end tests need root: run scripts/test as root")
+    try:
+        libvirt.open("lxc:///").close()
+    except libvirt.libvirtError as e:
+        pytest.fail(f"libvirtd is not reachable ({e}): run scripts/setup-host")
+
+
+@pytest.fixture
+def before() -> HostState:
+    return host_state()
+
+
+class Labs:
+    """Lab names for one test; every one is taken down at the end, pass or fail."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def name(self) -> str:
+        n = f"t{os.getpid() % 10000}x{next(_counter)}"
+        self.names.append(n)
+        return n
+
+    def teardown(self) -> None:
+        for n in self.names:
+            labctl("down", n, check=False)
+
+
+@pytest.fixture
+def labs() -> Iterator[Labs]:
+    ls = Labs()
+    try:
+        yield ls
+    finally:
+        ls.teardown()

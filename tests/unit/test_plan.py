@@ -1,0 +1,70 @@
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from labctl.errors import UsageError
+from labctl.plan import SUPERNET, make_plan, pick_subnet_index
+from labctl.spec import make_spec
+
+STATE = Path("/var/lib/labctl")
+
+
+def test_cluster_lab_names_addresses_and_macs():
+    p = make_plan(make_spec("demo", 3), 4, STATE)
+    assert [n.name for n in p.nodes] == ["demo-c1", "demo-c2", "demo-c3"]
+    assert [str(n.ip) for n in p.nodes] == ["10.213.4.11", "10.213.4.12", "10.213.4.13"]
+    assert [n.mac for n in p.nodes] == [
+        "52:54:00:d5:04:0b",
+        "52:54:00:d5:04:0c",
+        "52:54:00:d5:04:0d",
+    ]
+    assert {n.layer for n in p.nodes} == {"cluster"}
+    assert p.network.name == "labctl-demo"
+    assert p.network.bridge == "lcbr4"
+    assert str(p.network.gateway) == "10.213.4.1"
+    assert p.dir == STATE / "labs" / "demo"
+    assert p.nodes[0].root == STATE / "labs/demo/nodes/demo-c1/root"
+
+
+def test_guest_lab_puts_cluster_nodes_first_and_guests_on_the_remote_layer():
+    p = make_plan(make_spec("g", 3, mode="guest", cluster_nodes=2), 1, STATE)
+    assert [(n.name, n.role, n.layer) for n in p.nodes] == [
+        ("g-c1", "cluster", "cluster"),
+        ("g-c2", "cluster", "cluster"),
+        ("g-g1", "guest", "remote"),
+        ("g-g2", "guest", "remote"),
+        ("g-g3", "guest", "remote"),
+    ]
+    assert str(p.nodes[2].ip) == "10.213.1.31"
+    assert [n.name for n in p.cluster_nodes] == ["g-c1", "g-c2"]
+
+
+def test_plan_is_deterministic():
+    spec = make_spec("demo", 5, mode="remote")
+    assert make_plan(spec, 7, STATE) == make_plan(spec, 7, STATE)
+
+
+def test_largest_lab_fits_below_the_cts_addresses():
+    p = make_plan(make_spec("big", 48, mode="guest", cluster_nodes=16), 2, STATE)
+    assert len(p.nodes) == 64
+    assert len({n.ip for n in p.nodes}) == 64
+    assert len({n.mac for n in p.nodes}) == 64
+    assert max(int(n.ip) for n in p.nodes) < int(p.network.cts_ip_base)
+
+
+def test_pick_subnet_skips_used_networks_and_host_routes():
+    used = [ipaddress.ip_network("10.213.1.0/24"), ipaddress.ip_network("10.213.2.128/25")]
+    assert pick_subnet_index(used) == 3
+    assert pick_subnet_index([]) == 1
+
+
+def test_pick_subnet_refuses_when_the_block_is_full():
+    with pytest.raises(UsageError, match="no free"):
+        pick_subnet_index([SUPERNET])
+
+
+def test_unknown_node_name_lists_the_lab_nodes():
+    p = make_plan(make_spec("demo", 2), 1, STATE)
+    with pytest.raises(UsageError, match="demo-c1, demo-c2"):
+        p.node("demo-c9")

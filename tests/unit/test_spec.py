@@ -1,0 +1,61 @@
+import pytest
+
+from labctl.errors import UsageError
+from labctl.spec import DEFAULT_CLUSTER_NODES, MAX_NODES, make_spec, validate_name
+
+
+def test_cluster_mode_has_no_extra_cluster_nodes():
+    s = make_spec("demo", 3)
+    assert (s.mode, s.nodes, s.cluster_nodes, s.total_nodes) == ("cluster", 3, 0, 3)
+
+
+def test_remote_and_guest_modes_default_to_a_two_node_cluster():
+    for mode in ("remote", "guest"):
+        s = make_spec("demo", 5, mode=mode)
+        assert s.cluster_nodes == DEFAULT_CLUSTER_NODES == 2
+        assert s.total_nodes == 7
+
+
+@pytest.mark.parametrize("nodes", [0, -1])
+def test_node_count_below_one_is_refused(nodes):
+    with pytest.raises(UsageError, match="at least 1"):
+        make_spec("demo", nodes)
+
+
+def test_node_count_above_limit_is_refused():
+    with pytest.raises(UsageError, match=f"at most {MAX_NODES}"):
+        make_spec("demo", MAX_NODES, mode="guest")
+
+
+def test_big_cluster_mode_points_to_remote_or_guest():
+    with pytest.raises(UsageError, match="--mode remote"):
+        make_spec("demo", 17)
+
+
+@pytest.mark.parametrize("name", ["Demo", "1lab", "lab-", "la_b", "a.b", "x" * 21, "", "lab x"])
+def test_names_that_are_not_host_name_labels_are_refused(name):
+    with pytest.raises(UsageError):
+        validate_name(name)
+
+
+@pytest.mark.parametrize("name", ["a", "lab", "ci-3", "x" * 20])
+def test_host_name_labels_are_accepted(name):
+    assert validate_name(name) == name
+
+
+def test_unknown_mode_and_backend_are_refused_with_the_choices():
+    with pytest.raises(UsageError, match="cluster, remote, guest"):
+        make_spec("demo", 1, mode="bogus")
+    with pytest.raises(UsageError, match="lxc, vm"):
+        make_spec("demo", 1, backend="xen")
+
+
+def test_cluster_nodes_option_is_not_for_cluster_mode():
+    with pytest.raises(UsageError, match="--cluster-nodes"):
+        make_spec("demo", 3, cluster_nodes=2)
+
+
+@pytest.mark.parametrize("kw", [{"memory_mib": 64}, {"vcpus": 0}, {"remote_port": 70000}])
+def test_resource_options_are_range_checked(kw):
+    with pytest.raises(UsageError):
+        make_spec("demo", 1, **kw)

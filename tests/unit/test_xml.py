@@ -1,0 +1,106 @@
+import os
+import re
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from labctl.plan import make_plan
+from labctl.spec import make_spec
+from labctl.xml import (
+    LabMetadata,
+    Mount,
+    lxc_domain_xml,
+    metadata_element,
+    network_xml,
+    parse_metadata,
+)
+
+SCHEMAS = Path("/usr/share/libvirt/schemas")
+DATA = Path(__file__).parent.parent / "data"
+STATE = Path("/var/lib/labctl")
+
+
+def schema(name: str) -> etree.RelaxNG:
+    if not (SCHEMAS / f"{name}.rng").exists():
+        pytest.fail(f"libvirt's schemas are missing ({SCHEMAS}): run scripts/setup")
+    return etree.RelaxNG(etree.parse(str(SCHEMAS / f"{name}.rng")))
+
+
+def assert_valid(name: str, text: str) -> None:
+    rng = schema(name)
+    doc = etree.fromstring(text.encode())
+    assert rng.validate(doc), rng.error_log
+
+
+def golden(name: str, text: str) -> None:
+    path = DATA / name
+    if os.environ.get("LABCTL_REGOLD"):
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def plan(mode: str = "cluster", nodes: int = 3):
+    return make_plan(make_spec("demo", nodes, mode=mode), 1, STATE)
+
+
+def test_network_xml_is_valid_isolated_and_fixes_every_address():
+    p = plan("guest")
+    text = network_xml(p.network, p.nodes)
+    assert_valid("network", text)
+    doc = etree.fromstring(text.encode())
+    assert doc.find("forward") is None
+    hosts = {(h.get("name"), h.get("mac"), h.get("ip")) for h in doc.iter("host")}
+    assert hosts == {(n.name, n.mac, str(n.ip)) for n in p.nodes}
+    golden("network-demo-guest.xml", text)
+
+
+def test_nat_network_forwards():
+    p = make_plan(make_spec("demo", 1, network="nat"), 1, STATE)
+    text = network_xml(p.network, p.nodes)
+    assert_valid("network", text)
+    assert etree.fromstring(text.encode()).find("forward").get("mode") == "nat"
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_lxc_domain_xml_is_valid(legacy):
+    p = plan()
+    text = lxc_domain_xml(p, p.nodes[0], legacy_cgroups=legacy)
+    assert_valid("domain", text)
+    args = [a.text for a in etree.fromstring(text.encode()).iter("initarg")]
+    assert bool(args) == legacy
+
+
+def test_lxc_domain_xml_golden_with_extra_mounts():
+    p = plan("guest")
+    text = lxc_domain_xml(
+        p,
+        p.nodes[0],
+        legacy_cgroups=True,
+        mounts=(
+            Mount("/run/libvirt", "/var/lib/host-libvirt"),
+            Mount(str(p.xml_dir), str(p.xml_dir), True),
+        ),
+    )
+    assert_valid("domain", text)
+    golden("domain-demo-c1.xml", text)
+
+
+def test_domain_name_stands_alone_on_its_line():
+    # ocf:heartbeat:VirtualDomain reads the name with a line regex.
+    p = plan("guest")
+    text = lxc_domain_xml(p, p.nodes[2], legacy_cgroups=False)
+    assert re.search(r"^\s*<name>demo-g1</name>\s*$", text, re.M)
+
+
+def test_metadata_round_trips_also_without_namespace():
+    meta = LabMetadata(lab="demo", role="guest", node="demo-g1", state_dir="/s")
+    text = etree.tostring(metadata_element(meta), encoding="unicode")
+    assert parse_metadata(text) == meta
+    bare = '<lab name="demo" role="guest" node="demo-g1" state-dir="/s"/>'
+    assert parse_metadata(bare) == meta
+
+
+def test_foreign_metadata_is_rejected():
+    with pytest.raises(ValueError):
+        parse_metadata('<other xmlns="urn:x"/>')
