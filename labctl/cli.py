@@ -25,8 +25,10 @@ app = typer.Typer(
 )
 image_app = typer.Typer(no_args_is_help=True, help="Base images shared by all labs.")
 host_app = typer.Typer(no_args_is_help=True, help="The host labctl runs on.")
+authkey_app = typer.Typer(no_args_is_help=True, help="The lab's Pacemaker authkey.")
 app.add_typer(image_app, name="image")
 app.add_typer(host_app, name="host")
+app.add_typer(authkey_app, name="authkey")
 
 out = Console()
 err = Console(stderr=True)
@@ -51,11 +53,17 @@ def _reporter() -> lab.Reporter:
 
 
 def _status_table(s: lab.LabStatus) -> Table:
-    t = Table(title=f"lab {s.name} — {s.mode} mode, {s.backend}, {s.subnet} ({s.state})")
-    for col in ("node", "role", "address", "domain"):
+    title = f"lab {s.name} — {s.mode} mode, {s.backend}, {s.subnet} ({s.state})"
+    if s.dc:
+        title += f"\nDC {s.dc}, {'quorate' if s.quorate else 'NO QUORUM'}"
+    if s.properties:
+        title += "; " + ", ".join(f"{k}={v}" for k, v in s.properties.items())
+    t = Table(title=title)
+    for col in ("node", "role", "address", "domain", "pacemaker", "runs on"):
         t.add_column(col)
     for n in s.nodes:
-        t.add_row(n.name, n.role, n.ip, n.domain)
+        style = "" if n.pacemaker.endswith("Online") or n.pacemaker == "unknown" else "red"
+        t.add_row(n.name, n.role, n.ip, n.domain, n.pacemaker, n.runs_on, style=style)
     return t
 
 
@@ -129,6 +137,8 @@ def up(
         out.print_json(json.dumps(dataclasses.asdict(s)))
     else:
         out.print(_status_table(s))
+        for note in s.notes:
+            out.print(f"[yellow]note:[/yellow] {note}")
 
 
 @app.command()
@@ -267,6 +277,20 @@ def image_rm(
         _fail(e)
         return
     out.print(f"image {name} removed")
+
+
+@authkey_app.command("rotate")
+def authkey_rotate(
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Replace the lab's authkey on every node and re-make remote connections with it."""
+    try:
+        lab.rotate_authkey(validate_name(name), state_dir, _reporter())
+    except LabctlError as e:
+        _fail(e)
+        return
+    out.print(f"lab {name}: authkey replaced on every node; all nodes online")
 
 
 @host_app.command("check")

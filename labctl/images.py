@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -374,3 +375,44 @@ def remove_image(state_dir: Path, name: str, mounted_lowerdirs: list[str]) -> No
             f"image {name!r} is in use by a lab: take the lab down first (`labctl down LAB`)"
         )
     shutil.rmtree(img.dir)
+
+
+def run_in_image(
+    img: Image, layer: str, argv: list[str], stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run ARGV chrooted in a throwaway overlay of LAYER over the base; nothing persists.
+
+    Lets the host use the nodes' own tools (crm_verify, say) without installing them.
+    """
+    script = r"""
+set -e
+base=$1 layer=$2 scratch=$3
+shift 3
+mkdir -p "$scratch/u" "$scratch/w" "$scratch/m"
+mount -t overlay overlay -o "lowerdir=$layer:$base,upperdir=$scratch/u,workdir=$scratch/w" "$scratch/m"
+mount -t proc proc "$scratch/m/proc"
+exec chroot "$scratch/m" "$@"
+"""
+    scratch = Path(tempfile.mkdtemp(prefix="labctl-run-"))
+    try:
+        return subprocess.run(
+            [
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "run",
+                str(img.base),
+                str(img.layer(layer)),
+                str(scratch),
+                *argv,
+            ],
+            input=stdin,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

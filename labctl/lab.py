@@ -13,7 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from labctl import host, images, mounts, plan, secrets, ssh, state, virt
+from labctl import host, images, mounts, plan, secrets, ssh, stack, state, virt
+from labctl import pacemaker as pcmk
 from labctl.errors import LabctlError, NotFoundError, UsageError
 from labctl.plan import LabPlan, NodePlan
 from labctl.provision import known_hosts_lines, node_files
@@ -64,6 +65,8 @@ class NodeStatus:
     role: str
     ip: str
     domain: str  # libvirt state, or "absent"
+    pacemaker: str = "unknown"  # crm_mon's word: Online, RemoteOnline, GuestOnline, OFFLINE, ...
+    runs_on: str = ""  # remote/guest: the cluster node running its connection or domain
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,10 @@ class LabStatus:
     network: str
     subnet: str
     nodes: list[NodeStatus] = field(default_factory=list)
+    dc: str = ""
+    quorate: bool = False
+    properties: dict[str, str] = field(default_factory=dict)
+    fencing: str = ""
     notes: list[str] = field(default_factory=list)
 
 
@@ -93,20 +100,39 @@ def status(name: str, state_dir: Path) -> LabStatus:
             raise NotFoundError(f"no lab {name!r}: `labctl list` shows the labs on this host")
         nodes = [NodeStatus(d.name, d.meta.role, "", d.state) for d in doms.values()]
         return LabStatus(
-            name,
-            "left over (no record)",
-            "?",
-            backend,
-            nets.get(name, ""),
-            "",
-            nodes,
-            [f"run `labctl down {name}` to remove what is left"],
+            name=name,
+            state="left over (no record)",
+            mode="?",
+            backend=backend,
+            network=nets.get(name, ""),
+            subnet="",
+            nodes=nodes,
+            notes=[f"run `labctl down {name}` to remove what is left"],
         )
     p = rec.plan(state_dir)
-    nodes = [
-        NodeStatus(n.name, n.role, str(n.ip), doms[n.name].state if n.name in doms else "absent")
-        for n in p.nodes
-    ]
+    view, props, why = _pacemaker_view(p, doms)
+    notes = [why] if why else []
+    nodes = []
+    for n in p.nodes:
+        pn = view.nodes.get(n.name) if view else None
+        res = view.resources.get(stack.connection_resource(n)) if view else None
+        nodes.append(
+            NodeStatus(
+                n.name,
+                n.role,
+                str(n.ip),
+                doms[n.name].state if n.name in doms else "absent",
+                pacemaker=pn.state if pn else ("unknown" if view is None else "not in cluster"),
+                runs_on=", ".join(res.nodes) if res and n.role != "cluster" else "",
+            )
+        )
+    fencing = ""
+    if view is not None:
+        fencing = "enabled" if view.stonith_enabled else "not configured (stonith-enabled=false)"
+        if not view.stonith_enabled:
+            notes.append(
+                "fencing is not configured: stonith-enabled=false, so a lost node is never fenced"
+            )
     return LabStatus(
         name=name,
         state=rec.state,
@@ -115,7 +141,33 @@ def status(name: str, state_dir: Path) -> LabStatus:
         network=p.network.name if name in nets else "absent",
         subnet=str(p.network.subnet),
         nodes=nodes,
+        dc=(view.dc or "") if view else "",
+        quorate=view.quorate if view else False,
+        properties=props,
+        fencing=fencing,
+        notes=notes,
     )
+
+
+def _pacemaker_view(
+    p: LabPlan, doms: dict[str, virt.DomainInfo]
+) -> tuple[pcmk.ClusterView | None, dict[str, str], str]:
+    """crm_mon's view from the first cluster node that answers, and the lab's properties."""
+    last = "no cluster node is running"
+    for node in p.cluster_nodes:
+        if node.name not in doms or doms[node.name].state != "running":
+            continue
+        try:
+            with connect(p, node) as c:
+                props = {
+                    k: v
+                    for k, v in stack.properties(c).items()
+                    if k not in pcmk.AUTOMATIC_PROPERTIES
+                }
+                return stack.crm_mon(c), props, ""
+        except LabctlError as e:
+            last = str(e)
+    return None, {}, f"Pacemaker's view is unavailable: {last}"
 
 
 def list_labs(state_dir: Path) -> list[str]:
@@ -207,6 +259,9 @@ def _create(conn: object, p: LabPlan, image: images.Image, reporter: Reporter) -
     secrets.write_secret(p.private_key, lab_priv)
     (p.ssh_dir / "id_ed25519.pub").write_text(lab_pub + "\n")
     secrets.write_secret(p.authkey, secrets.new_authkey())
+    secrets.write_secret(
+        stack.corosync_key_path(p), secrets.random_bytes(pcmk.COROSYNC_AUTHKEY_BYTES)
+    )
     host_keys = {n.name: secrets.new_ed25519(f"root@{n.name}") for n in p.nodes}
     known = known_hosts_lines(p, {k: v[1] for k, v in host_keys.items()})
     p.known_hosts.write_text(known)
@@ -248,6 +303,83 @@ def _create(conn: object, p: LabPlan, image: images.Image, reporter: Reporter) -
 
     with reporter.phase("ssh ready"):
         parallel(reach, p.nodes)
+
+    start_pacemaker(p, reporter)
+
+
+def start_pacemaker(p: LabPlan, reporter: Reporter) -> pcmk.ClusterView:
+    """Keys and config on every node, the cluster formed, remote nodes registered, all online."""
+    authkey, corokey = stack.lab_keys(p)
+    cluster = p.cluster_nodes
+    others = [n for n in p.nodes if n.role != "cluster"]
+
+    def prepare(node: NodePlan) -> None:
+        with connect(p, node) as c:
+            if node.role == "cluster":
+                stack.setup_cluster_node(c, p, authkey, corokey)
+            else:
+                stack.setup_remote_node(c, authkey, p.spec.remote_port)
+
+    with reporter.phase("keys pushed, pacemaker_remote ensured"):
+        parallel(prepare, p.nodes)
+
+    def start(node: NodePlan) -> None:
+        with connect(p, node) as c:
+            stack.start_cluster_node(c)
+
+    with reporter.phase("cluster formed"):
+        parallel(start, cluster)
+        with connect(p, cluster[0]) as c:
+            stack.wait_online(c, {n.name: "cluster" for n in cluster})
+            # Already in the seeded CIB; set again so a node that had a CIB of its
+            # own cannot have won with other values.
+            stack.set_properties(c, pcmk.lab_properties(p.spec.fencing))
+
+    with reporter.phase("all online"), connect(p, cluster[0]) as c:
+        for node in others:
+            if node.role == "remote":
+                stack.create_resource(
+                    c, pcmk.to_text(pcmk.remote_primitive(node, p.spec.remote_port))
+                )
+        return stack.wait_online(c, {n.name: n.role for n in p.nodes})
+
+
+def rotate_authkey(name: str, state_dir: Path, reporter: Reporter | None = None) -> None:
+    """A fresh Pacemaker authkey on every node; remote connections re-made with it."""
+    reporter = reporter or Reporter()
+    host.require_root("labctl authkey rotate")
+    p = load_plan(name, state_dir)
+    key = secrets.new_authkey()
+    pending = p.dir / "authkey.new"
+    # Keep the new key before pushing it: a failure half-way leaves it recoverable.
+    secrets.write_secret(pending, key)
+
+    def push(node: NodePlan) -> None:
+        with connect(p, node) as c:
+            stack.push_authkey(c, key)
+
+    with reporter.phase("authkey pushed"):
+        parallel(push, p.nodes)
+    pending.replace(p.authkey)
+
+    # pacemaker_remoted reads the key at each connection, but the cluster side
+    # caches it for 60 s (lrmd_client.c): restart Pacemaker on the cluster nodes
+    # so that every remote connection is made anew with the new key.
+    others = [n for n in p.nodes if n.role != "cluster"]
+
+    def run_all(nodes: list[NodePlan] | tuple[NodePlan, ...], command: str) -> None:
+        def one(node: NodePlan) -> None:
+            with connect(p, node) as c:
+                c.run(command)
+
+        parallel(one, nodes)
+
+    with reporter.phase("pacemaker restarted with the new key"):
+        run_all(p.cluster_nodes, "systemctl stop pacemaker.service")
+        run_all(others, "systemctl restart pacemaker_remote.service")
+        run_all(p.cluster_nodes, "systemctl start pacemaker.service")
+    with reporter.phase("all online"), connect(p, p.cluster_nodes[0]) as c:
+        stack.wait_online(c, {n.name: n.role for n in p.nodes})
 
 
 def connect(p: LabPlan, node: NodePlan) -> ssh.Connection:

@@ -32,6 +32,10 @@ def new_authkey() -> bytes:
     return os.urandom(AUTHKEY_BYTES)
 
 
+def random_bytes(n: int) -> bytes:
+    return os.urandom(n)
+
+
 def new_ed25519(comment: str) -> tuple[bytes, str]:
     """A new key pair: (private key in OpenSSH format, public key line)."""
     key = Ed25519PrivateKey.generate()

@@ -1,0 +1,142 @@
+"""Bringing Pacemaker up on a lab's nodes, over SSH, with Pacemaker's own CLI."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from labctl import pacemaker as pcmk
+from labctl import ssh
+from labctl.errors import CommandError, LabctlError, WaitTimeout
+from labctl.plan import LabPlan, NodePlan
+
+Connect = Callable[[NodePlan], ssh.Connection]
+
+CLUSTER_TIMEOUT = 240.0
+POLL = 0.5
+
+
+def _group_id(c: ssh.Connection, group: str) -> int:
+    out = c.run(f"getent group {shlex.quote(group)}").stdout
+    return int(out.split(":")[2])
+
+
+def push_authkey(c: ssh.Connection, key: bytes) -> None:
+    """/etc/pacemaker/authkey: root:haclient 0640, checked by digest after the copy."""
+    c.run("mkdir -p /etc/pacemaker")
+    c.put(key, pcmk.AUTHKEY_PATH, mode=0o640, uid=0, gid=_group_id(c, "haclient"))
+    remote = c.run(f"sha256sum {pcmk.AUTHKEY_PATH}").stdout.split()[0]
+    if remote != pcmk.digest(key):
+        raise LabctlError(
+            f"{c.name}: the authkey on the node differs from the lab's after the copy"
+        )
+
+
+def authkey_facts(c: ssh.Connection) -> tuple[str, str]:
+    """(sha256, 'owner:group mode') of the node's authkey."""
+    r = c.run(f"sha256sum {pcmk.AUTHKEY_PATH} && stat -c '%U:%G %a' {pcmk.AUTHKEY_PATH}")
+    lines = r.stdout.splitlines()
+    return lines[0].split()[0], lines[1].strip()
+
+
+def setup_cluster_node(c: ssh.Connection, plan: LabPlan, authkey: bytes, corokey: bytes) -> None:
+    """Config, keys and a first CIB on a cluster node; start_cluster_node starts it."""
+    c.run(pcmk.ensure_package_command("pacemaker", "pacemakerd"))
+    c.run(pcmk.ensure_package_command("corosync", "corosync"))
+    push_authkey(c, authkey)
+    c.put(corokey, pcmk.COROSYNC_AUTHKEY, mode=0o400)
+    c.put(pcmk.corosync_conf(plan).encode(), pcmk.COROSYNC_CONF, mode=0o644)
+    c.run(pcmk.seed_cib_command(pcmk.lab_properties(plan.spec.fencing)))
+
+
+def start_cluster_node(c: ssh.Connection) -> None:
+    # Enabled at boot, as CTS expects of a cluster node (it checks).
+    c.run("systemctl enable --now corosync.service pacemaker.service")
+
+
+def setup_remote_node(c: ssh.Connection, authkey: bytes, port: int) -> None:
+    """pacemaker_remote installed, keyed, enabled, running and listening on PORT."""
+    c.run(pcmk.ensure_package_command("pacemaker-remote", "pacemaker-remoted"))
+    push_authkey(c, authkey)
+    if port != 3121:
+        c.run(
+            "f=/etc/default/pacemaker; [ -d /etc/sysconfig ] && f=/etc/sysconfig/pacemaker; "
+            f"sed -i '/^PCMK_remote_port=/d' $f 2>/dev/null; echo PCMK_remote_port={port} >> $f"
+        )
+    # Restart: a daemon that started at boot before the key existed must read it.
+    c.run("systemctl enable pacemaker_remote.service && systemctl restart pacemaker_remote.service")
+    wait_listening(c, port)
+
+
+def wait_listening(c: ssh.Connection, port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if c.run(f"ss -Hltn 'sport = :{port}'").stdout.strip():
+            return
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"{c.name}: pacemaker_remote is not listening on port {port}")
+        time.sleep(0.2)
+
+
+def crm_mon(c: ssh.Connection) -> pcmk.ClusterView:
+    r = c.run("crm_mon --one-shot --inactive --output-as=xml", check=False)
+    if r.status != 0 or not r.stdout.lstrip().startswith("<"):
+        raise CommandError(c.name, "crm_mon", r.status, r.stdout, r.stderr)
+    return pcmk.parse_crm_mon(r.stdout)
+
+
+def wait_online(
+    c: ssh.Connection, expected: dict[str, str], timeout: float = CLUSTER_TIMEOUT
+) -> pcmk.ClusterView:
+    """Poll crm_mon on C until every EXPECTED node (name -> role) is online."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, str] = dict.fromkeys(expected, "no answer from crm_mon yet")
+    while True:
+        try:
+            view = crm_mon(c)
+        except CommandError as e:
+            last = dict.fromkeys(expected, f"crm_mon on {c.name}: {e.stderr.strip() or e.status}")
+        else:
+            last = pcmk.not_ready(view, expected)
+            if not last:
+                return view
+        if time.monotonic() > deadline:
+            detail = "; ".join(f"{n}: {why}" for n, why in sorted(last.items()))
+            raise WaitTimeout(f"not online after {timeout:.0f} s: {detail}")
+        time.sleep(POLL)
+
+
+def properties(c: ssh.Connection) -> dict[str, str]:
+    return pcmk.parse_properties(c.run("cibadmin --query --scope crm_config").stdout)
+
+
+def set_properties(c: ssh.Connection, props: dict[str, str]) -> None:
+    for name, value in props.items():
+        c.run(
+            "crm_attribute --type crm_config "
+            f"--name {shlex.quote(name)} --update {shlex.quote(value)}"
+        )
+
+
+def create_resource(c: ssh.Connection, xml_text: str) -> None:
+    """Add a resource with cibadmin; one of the same id is updated instead (idempotent)."""
+    x = shlex.quote(xml_text)
+    c.run(
+        f"cibadmin --create --scope resources --xml-text {x} 2>/dev/null"
+        f" || cibadmin --modify --scope resources --xml-text {x}"
+    )
+
+
+def connection_resource(node: NodePlan) -> str:
+    """The resource that connects the cluster to a remote or guest node."""
+    return node.name if node.role == "remote" else f"vm-{node.name}"
+
+
+def lab_keys(plan: LabPlan) -> tuple[bytes, bytes]:
+    return plan.authkey.read_bytes(), (plan.dir / "corosync-authkey").read_bytes()
+
+
+def corosync_key_path(plan: LabPlan) -> Path:
+    return plan.dir / "corosync-authkey"

@@ -1,0 +1,65 @@
+"""Every CIB labctl produces passes Pacemaker's own crm_verify, run from the nodes' image."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from labctl import images
+from labctl import pacemaker as pcmk
+from labctl.plan import make_plan
+from labctl.spec import make_spec
+
+STATE_DIR = Path(os.environ.get("LABCTL_STATE_DIR", "/var/lib/labctl"))
+
+
+@pytest.fixture(scope="module")
+def image() -> images.Image:
+    if os.geteuid() != 0:
+        pytest.fail("crm_verify runs chrooted in the image: run the tests as root")
+    img = images.find_image(STATE_DIR, images.DEFAULT_IMAGE)
+    if img is None:
+        pytest.fail("no base image: run `labctl image build` (scripts/test does)")
+    return img
+
+
+def crm_verify(img: images.Image, cib: str) -> None:
+    r = images.run_in_image(img, "cluster", ["crm_verify", "--xml-pipe", "-V"], stdin=cib)
+    assert r.returncode == 0, f"crm_verify failed:\n{r.stderr}\n{cib}"
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 20])
+def test_remote_node_resources_pass_crm_verify(image, n):
+    p = make_plan(make_spec("demo", n, mode="remote"), 1, Path("/s"))
+    remotes = [pcmk.remote_primitive(node, 3121) for node in p.nodes if node.role == "remote"]
+    cib = pcmk.cib_document(
+        remotes, pcmk.lab_properties(False), tuple(n.name for n in p.cluster_nodes)
+    )
+    crm_verify(image, cib)
+
+
+def test_crm_verify_really_rejects_a_broken_cib(image):
+    p = make_plan(make_spec("demo", 1, mode="remote"), 1, Path("/s"))
+    bad = pcmk.remote_primitive(p.nodes[-1], 3121)
+    bad.set("class", "nosuchclass")
+    r = images.run_in_image(
+        image,
+        "cluster",
+        ["crm_verify", "--xml-pipe"],
+        stdin=pcmk.cib_document([bad], pcmk.lab_properties(False)),
+    )
+    assert r.returncode != 0
+    assert "config not valid" in r.stderr
+
+
+def test_seeded_first_cib_is_valid_and_holds_the_lab_properties(image):
+    props = pcmk.lab_properties(False)
+    script = (
+        f"{pcmk.seed_cib_command(props)} && crm_verify --xml-file {pcmk.CIB_PATH} "
+        f"&& stat -c '%U:%G %a' {pcmk.CIB_PATH} && cat {pcmk.CIB_PATH}"
+    )
+    r = images.run_in_image(image, "cluster", ["sh", "-c", script])
+    assert r.returncode == 0, r.stderr
+    owner, _, cib = r.stdout.partition("\n")
+    assert owner == "hacluster:haclient 600"
+    assert pcmk.parse_properties(cib) == props
