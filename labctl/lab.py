@@ -17,7 +17,7 @@ from labctl import host, images, mounts, plan, secrets, ssh, stack, state, virt
 from labctl import pacemaker as pcmk
 from labctl.errors import LabctlError, NotFoundError, UsageError
 from labctl.plan import LabPlan, NodePlan
-from labctl.provision import known_hosts_lines, node_files
+from labctl.provision import host_mounts, known_hosts_lines, node_files
 from labctl.spec import LabSpec
 from labctl.xml import lxc_domain_xml, network_xml
 
@@ -26,6 +26,7 @@ R = TypeVar("R")
 
 MAX_WORKERS = 16
 SSH_TIMEOUT = 120.0
+GUEST_STOP_TIMEOUT = 30.0
 
 
 class Reporter:
@@ -291,7 +292,16 @@ def _create(conn: object, p: LabPlan, image: images.Image, reporter: Reporter) -
         parallel(make_root, p.nodes)
 
     def start(node: NodePlan) -> None:
-        virt.define_and_start(conn, lxc_domain_xml(p, node, legacy_cgroups=legacy))  # type: ignore[arg-type]
+        xml = lxc_domain_xml(p, node, legacy_cgroups=legacy, mounts=host_mounts(p, node))
+        if node.role == "guest":
+            # The cluster starts guests from this file with `virsh create`, so they
+            # are transient domains; labctl boots each once, the same way, to prepare it.
+            path = guest_config(p, node)
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            path.write_text(xml)
+            virt.create_transient(conn, xml)  # type: ignore[arg-type]
+        else:
+            virt.define_and_start(conn, xml)  # type: ignore[arg-type]
 
     with reporter.phase("domains started"):
         parallel(start, p.nodes)
@@ -304,10 +314,14 @@ def _create(conn: object, p: LabPlan, image: images.Image, reporter: Reporter) -
     with reporter.phase("ssh ready"):
         parallel(reach, p.nodes)
 
-    start_pacemaker(p, reporter)
+    start_pacemaker(p, reporter, conn)
 
 
-def start_pacemaker(p: LabPlan, reporter: Reporter) -> pcmk.ClusterView:
+def guest_config(p: LabPlan, node: NodePlan) -> Path:
+    return p.xml_dir / f"{node.name}.xml"
+
+
+def start_pacemaker(p: LabPlan, reporter: Reporter, conn: object) -> pcmk.ClusterView:
     """Keys and config on every node, the cluster formed, remote nodes registered, all online."""
     authkey, corokey = stack.lab_keys(p)
     cluster = p.cluster_nodes
@@ -322,6 +336,12 @@ def start_pacemaker(p: LabPlan, reporter: Reporter) -> pcmk.ClusterView:
 
     with reporter.phase("keys pushed, pacemaker_remote ensured"):
         parallel(prepare, p.nodes)
+
+    guests = [n for n in others if n.role == "guest"]
+    if guests:
+        # Prepared; from here on the cluster, not labctl, starts and stops guests.
+        with reporter.phase("guests handed to the cluster"):
+            parallel(partial(_remove_domain_named, conn), [g.name for g in guests])
 
     def start(node: NodePlan) -> None:
         with connect(p, node) as c:
@@ -338,9 +358,16 @@ def start_pacemaker(p: LabPlan, reporter: Reporter) -> pcmk.ClusterView:
     with reporter.phase("all online"), connect(p, cluster[0]) as c:
         for node in others:
             if node.role == "remote":
-                stack.create_resource(
-                    c, pcmk.to_text(pcmk.remote_primitive(node, p.spec.remote_port))
+                rsc = pcmk.remote_primitive(node, p.spec.remote_port)
+            else:
+                rsc = pcmk.guest_primitive(
+                    node,
+                    config=str(guest_config(p, node)),
+                    hypervisor=virt.default_uri(p.spec.backend),
+                    port=p.spec.remote_port,
+                    force_stop=p.spec.backend == "lxc",
                 )
+            stack.create_resource(c, pcmk.to_text(rsc))
         return stack.wait_online(c, {n.name: n.role for n in p.nodes})
 
 
@@ -420,12 +447,39 @@ def _remove_domain(conn: object, d: virt.DomainInfo) -> bool:
     return virt.remove_domain(conn, d.name)  # type: ignore[arg-type]
 
 
+def _remove_domain_named(conn: object, name: str) -> bool:
+    return virt.remove_domain(conn, name)  # type: ignore[arg-type]
+
+
+def _stop_guests_cleanly(name: str, state_dir: Path, doms: list[virt.DomainInfo]) -> None:
+    """Have the cluster stop its guests before labctl removes anything, so that it
+    does not restart them while they are being torn down. Best effort: a lab whose
+    cluster is gone is torn down all the same."""
+    rec = state.read_record(state_dir, name)
+    if rec is None or not any(d.meta.role == "guest" for d in doms):
+        return
+    p = rec.plan(state_dir)
+    running = {d.name for d in doms if d.state == "running"}
+    for node in p.cluster_nodes:
+        if node.name not in running:
+            continue
+        try:
+            with connect(p, node) as c:
+                stack.set_properties(c, {"stop-all-resources": "true"})
+                stack.wait_stopped(c, "ocf:heartbeat:VirtualDomain", timeout=GUEST_STOP_TIMEOUT)
+            return
+        except LabctlError:
+            continue
+
+
 def _down(name: str, state_dir: Path) -> DownReport:
     lab_dirs = {state.labs_dir(state_dir) / name}
     removed: list[str] = []
     found_net = False
     for uri in (virt.LXC_URI,):
         with virt.connection(uri) as conn:
+            doms = virt.lab_domains(conn, name)
+            _stop_guests_cleanly(name, state_dir, doms)
             doms = virt.lab_domains(conn, name)
             lab_dirs |= {
                 state.labs_dir(Path(d.meta.state_dir)) / name for d in doms if d.meta.state_dir

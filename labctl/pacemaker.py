@@ -91,6 +91,40 @@ def remote_primitive(node: NodePlan, port: int) -> etree._Element:
     )
 
 
+def guest_primitive(
+    node: NodePlan, config: str, hypervisor: str, port: int, force_stop: bool
+) -> etree._Element:
+    """An ocf:heartbeat:VirtualDomain resource that makes its domain guest node NODE."""
+    rid = f"vm-{node.name}"
+    params = {"config": config, "hypervisor": hypervisor}
+    if force_stop:
+        params["force_stop"] = "true"  # a container has no ACPI shutdown to wait for
+    meta = {
+        "remote-node": node.name,
+        "remote-addr": str(node.ip),  # no name resolution needed on the cluster nodes
+        "remote-port": str(port),
+    }
+    return E.primitive(
+        E.instance_attributes(
+            *[E.nvpair(id=f"{rid}-{k}", name=k, value=v) for k, v in params.items()],
+            id=f"{rid}-instance_attributes",
+        ),
+        E.meta_attributes(
+            *[E.nvpair(id=f"{rid}-meta-{k}", name=k, value=v) for k, v in meta.items()],
+            id=f"{rid}-meta_attributes",
+        ),
+        E.operations(
+            E.op(id=f"{rid}-start", name="start", interval="0s", timeout="90s"),
+            E.op(id=f"{rid}-stop", name="stop", interval="0s", timeout="90s"),
+            E.op(id=f"{rid}-monitor-10s", name="monitor", interval="10s", timeout="30s"),
+        ),
+        id=rid,
+        type="VirtualDomain",
+        provider="heartbeat",
+        **{"class": "ocf"},
+    )
+
+
 def property_set(props: dict[str, str], set_id: str = "cib-bootstrap-options") -> etree._Element:
     return E.cluster_property_set(
         *[E.nvpair(id=f"{set_id}-{k}", name=k, value=v) for k, v in props.items()],
@@ -245,6 +279,8 @@ def not_ready(view: ClusterView, expected: dict[str, str]) -> dict[str, str]:
             missing[name] = f"is a {node.type} node, expected a cluster node"
         elif role in ("remote", "guest") and node.type != "remote":
             missing[name] = f"is a {node.type} node, expected a {role} node"
+        elif role == "guest" and not node.container:
+            missing[name] = "online, but not as a guest node"
     return missing
 
 

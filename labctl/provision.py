@@ -5,6 +5,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from labctl.plan import LabPlan, NodePlan
+from labctl.xml import Mount
+
+HOST_LIBVIRT_RUN = "/run/libvirt"
+# Where a cluster node sees the host's /run/libvirt. Not /run/libvirt itself:
+# systemd mounts a fresh tmpfs on /run at boot, hiding anything mounted there.
+NODE_HOST_LIBVIRT = "/var/lib/host-libvirt"
+
+
+def drives_guests(plan: LabPlan, node: NodePlan) -> bool:
+    """Cluster nodes of a guest lab run VirtualDomain against the host's libvirtd."""
+    return plan.spec.mode == "guest" and node.role == "cluster"
+
+
+def host_mounts(plan: LabPlan, node: NodePlan) -> tuple[Mount, ...]:
+    """Host directories a node sees: for guest-driving nodes, libvirt's socket
+    directory and the lab's domain XML (read-only, at the same path as on the host,
+    since VirtualDomain's `config` names it)."""
+    if not drives_guests(plan, node):
+        return ()
+    return (
+        Mount(HOST_LIBVIRT_RUN, NODE_HOST_LIBVIRT),
+        Mount(str(plan.xml_dir), str(plan.xml_dir), readonly=True),
+    )
 
 
 @dataclass(frozen=True)
@@ -46,7 +69,7 @@ def node_files(
     known_hosts: str,
 ) -> list[NodeFile]:
     """Files for NODE: identity, names, SSH trust (host -> node and node -> node)."""
-    return [
+    files = [
         NodeFile("/etc/hostname", f"{node.name}\n".encode()),
         NodeFile("/etc/hosts", hosts_file(plan, host_name).encode()),
         NodeFile("/etc/ssh/ssh_host_ed25519_key", host_key_private, 0o600),
@@ -56,3 +79,12 @@ def node_files(
         NodeFile("/root/.ssh/id_ed25519", lab_key_private, 0o600),
         NodeFile("/root/.ssh/known_hosts", known_hosts.encode(), 0o600),
     ]
+    if drives_guests(plan, node):
+        # virsh inside the node then talks to the host's libvirtd.
+        files.append(
+            NodeFile(
+                "/etc/tmpfiles.d/labctl-host-libvirt.conf",
+                f"L {HOST_LIBVIRT_RUN} - - - - {NODE_HOST_LIBVIRT}\n".encode(),
+            )
+        )
+    return files

@@ -112,6 +112,18 @@ def properties(c: ssh.Connection) -> dict[str, str]:
     return pcmk.parse_properties(c.run("cibadmin --query --scope crm_config").stdout)
 
 
+def wait_stopped(c: ssh.Connection, agent: str, timeout: float) -> None:
+    """Poll crm_mon on C until no resource of AGENT is active."""
+    deadline = time.monotonic() + timeout
+    while True:
+        active = [r.id for r in crm_mon(c).resources.values() if r.agent == agent and r.active]
+        if not active:
+            return
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"still active after {timeout:.0f} s: {', '.join(active)}")
+        time.sleep(POLL)
+
+
 def set_properties(c: ssh.Connection, props: dict[str, str]) -> None:
     for name, value in props.items():
         c.run(

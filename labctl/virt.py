@@ -167,6 +167,13 @@ def define_and_start(conn: libvirt.virConnect, xml: str) -> None:
         raise LabctlError(f"starting domain {dom.name()} failed: {e.get_error_message()}") from None
 
 
+def create_transient(conn: libvirt.virConnect, xml: str) -> None:
+    try:
+        conn.createXML(xml)
+    except libvirt.libvirtError as e:
+        raise LabctlError(f"starting a transient domain failed: {e.get_error_message()}") from None
+
+
 def remove_domain(conn: libvirt.virConnect, name: str) -> bool:
     """Destroy (hard stop) and undefine domain NAME; False if there was none."""
     try:

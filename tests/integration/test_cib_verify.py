@@ -63,3 +63,13 @@ def test_seeded_first_cib_is_valid_and_holds_the_lab_properties(image):
     owner, _, cib = r.stdout.partition("\n")
     assert owner == "hacluster:haclient 600"
     assert pcmk.parse_properties(cib) == props
+
+
+def test_guest_resources_pass_crm_verify(image):
+    p = make_plan(make_spec("demo", 5, mode="guest"), 1, Path("/s"))
+    guests = [
+        pcmk.guest_primitive(n, f"/s/labs/demo/xml/{n.name}.xml", "lxc:///", 3121, True)
+        for n in p.nodes
+        if n.role == "guest"
+    ]
+    crm_verify(image, pcmk.cib_document(guests, pcmk.lab_properties(False), ("demo-c1",)))

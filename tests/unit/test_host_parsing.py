@@ -108,3 +108,36 @@ def test_node_files_give_identity_names_and_pinned_trust():
     for secret in ("/etc/ssh/ssh_host_ed25519_key", "/root/.ssh/id_ed25519"):
         assert files[secret].mode == 0o600
     assert files["/root/.ssh/authorized_keys"].data == b"ssh-ed25519 LAB labctl-demo\n"
+
+
+def test_only_cluster_nodes_of_guest_labs_reach_the_host_libvirtd():
+    from labctl.provision import host_mounts
+
+    g = make_plan(make_spec("demo", 2, mode="guest"), 1, Path("/s"))
+    c1, g1 = g.nodes[0], g.nodes[2]
+    mounts = host_mounts(g, c1)
+    assert [(m.source, m.target, m.readonly) for m in mounts] == [
+        ("/run/libvirt", "/var/lib/host-libvirt", False),
+        ("/s/labs/demo/xml", "/s/labs/demo/xml", True),
+    ]
+    assert host_mounts(g, g1) == ()
+    cluster = make_plan(make_spec("demo", 2), 1, Path("/s"))
+    assert host_mounts(cluster, cluster.nodes[0]) == ()
+
+    def paths(plan, node):
+        return {
+            f.path
+            for f in node_files(
+                plan,
+                node,
+                host_name="h",
+                host_key_private=b"",
+                host_key_public="ssh-ed25519 K",
+                lab_key_private=b"",
+                lab_key_public="ssh-ed25519 L",
+                known_hosts="",
+            )
+        }
+
+    assert "/etc/tmpfiles.d/labctl-host-libvirt.conf" in paths(g, c1)
+    assert "/etc/tmpfiles.d/labctl-host-libvirt.conf" not in paths(g, g1)

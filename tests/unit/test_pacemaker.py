@@ -148,3 +148,37 @@ def test_ensure_package_without_a_package_manager_fails_clearly(tmp_path):
     r = subprocess.run(["/bin/sh", "-c", cmd], env=env, capture_output=True, text=True)
     assert r.returncode == 127
     assert "no apt-get, dnf or zypper" in r.stderr
+
+
+def test_guest_primitive_is_virtualdomain_with_remote_node_and_lxc_options():
+    p = _plan(2, "guest")
+    g = p.nodes[2]
+    text = pcmk.to_text(pcmk.guest_primitive(g, "/x/demo-g1.xml", "lxc:///", 3121, True))
+    assert 'id="vm-demo-g1"' in text and 'type="VirtualDomain"' in text
+    assert 'provider="heartbeat"' in text
+    for pair in (
+        'name="config" value="/x/demo-g1.xml"',
+        'name="hypervisor" value="lxc:///"',
+        'name="force_stop" value="true"',
+        'name="remote-node" value="demo-g1"',
+        'name="remote-addr" value="10.213.1.31"',
+    ):
+        assert pair in text
+    vm = pcmk.to_text(pcmk.guest_primitive(g, "/x", "qemu:///system", 3121, False))
+    assert "force_stop" not in vm
+
+
+def test_crm_mon_of_a_guest_lab():
+    view = pcmk.parse_crm_mon((DATA / "crm_mon-guest-3.xml").read_text())
+    assert {n: v.state for n, v in view.nodes.items() if n.startswith("gu-g")} == {
+        "gu-g1": "GuestOnline",
+        "gu-g2": "GuestOnline",
+        "gu-g3": "GuestOnline",
+    }
+    assert view.nodes["gu-g1"].container == "vm-gu-g1"
+    assert view.resources["vm-gu-g1"].agent == "ocf:heartbeat:VirtualDomain"
+    assert view.resources["vm-gu-g1"].nodes == ("gu-c1",)
+    assert pcmk.not_ready(view, {"gu-g1": "guest", "gu-c1": "cluster"}) == {}
+    # A remote node where a guest was expected is not ready.
+    fake = pcmk.ClusterView("gu-c1", True, {"x": pcmk.PcmkNode("x", "remote", True)})
+    assert pcmk.not_ready(fake, {"x": "guest"}) == {"x": "online, but not as a guest node"}
