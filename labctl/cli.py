@@ -109,6 +109,9 @@ def up(
     mirror: Annotated[
         str | None, typer.Option("--mirror", help="Debian mirror if the image must be built.")
     ] = None,
+    fencing: Annotated[
+        bool, typer.Option("--fencing/--no-fencing", help="fence_xvm fencing (default on).")
+    ] = True,
     keep_on_failure: Annotated[
         bool, typer.Option("--keep-on-failure", help="Leave a failed lab for inspection.")
     ] = False,
@@ -128,6 +131,7 @@ def up(
             memory_mib=memory,
             vcpus=vcpus,
             remote_port=remote_port,
+            fencing=fencing,
         )
         s = lab.up(spec, state_dir, _reporter(), keep_on_failure=keep_on_failure, mirror=mirror)
     except LabctlError as e:
@@ -277,6 +281,21 @@ def image_rm(
         _fail(e)
         return
     out.print(f"image {name} removed")
+
+
+@app.command()
+def fence(
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    node: Annotated[str, typer.Argument(help="Node to fence.")],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Fence a node through the cluster (stonith_admin); return once it is back online."""
+    try:
+        lab.fence(validate_name(name), node, state_dir, _reporter())
+    except LabctlError as e:
+        _fail(e)
+        return
+    out.print(f"{node} was fenced and is back online")
 
 
 @authkey_app.command("rotate")

@@ -13,11 +13,11 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from labctl import host, images, mounts, plan, secrets, ssh, stack, state, virt
+from labctl import fencing, host, images, mounts, plan, secrets, ssh, stack, state, virt
 from labctl import pacemaker as pcmk
 from labctl.errors import LabctlError, NotFoundError, UsageError
 from labctl.plan import LabPlan, NodePlan
-from labctl.provision import host_mounts, known_hosts_lines, node_files
+from labctl.provision import FORMED_MARKER, host_mounts, known_hosts_lines, node_files
 from labctl.spec import LabSpec
 from labctl.xml import lxc_domain_xml, network_xml
 
@@ -27,6 +27,7 @@ R = TypeVar("R")
 MAX_WORKERS = 16
 SSH_TIMEOUT = 120.0
 GUEST_STOP_TIMEOUT = 30.0
+FENCE_REJOIN_TIMEOUT = 180.0
 
 
 class Reporter:
@@ -326,11 +327,18 @@ def start_pacemaker(p: LabPlan, reporter: Reporter, conn: object) -> pcmk.Cluste
     authkey, corokey = stack.lab_keys(p)
     cluster = p.cluster_nodes
     others = [n for n in p.nodes if n.role != "cluster"]
+    fp = fencing.fence_plan(p, virt.default_uri(p.spec.backend))
+    if p.spec.fencing:
+        secrets.write_secret(fp.key_file, secrets.random_bytes(fencing.KEY_BYTES))
+        with reporter.phase("fence_virtd started"):
+            fencing.start(p, fp)
 
     def prepare(node: NodePlan) -> None:
         with connect(p, node) as c:
             if node.role == "cluster":
                 stack.setup_cluster_node(c, p, authkey, corokey)
+                if p.spec.fencing:
+                    stack.push_secret(c, fp.key_file.read_bytes(), fencing.NODE_KEY_PATH)
             else:
                 stack.setup_remote_node(c, authkey, p.spec.remote_port)
 
@@ -354,6 +362,14 @@ def start_pacemaker(p: LabPlan, reporter: Reporter, conn: object) -> pcmk.Cluste
             # Already in the seeded CIB; set again so a node that had a CIB of its
             # own cannot have won with other values.
             stack.set_properties(c, pcmk.lab_properties(p.spec.fencing))
+            if p.spec.fencing:
+                stack.create_resource(c, pcmk.to_text(fencing.stonith_primitive(p, fp)))
+
+    def mark_formed(node: NodePlan) -> None:
+        with connect(p, node) as c:
+            c.run(f"mkdir -p /etc/labctl && touch {FORMED_MARKER}")
+
+    parallel(mark_formed, cluster)
 
     with reporter.phase("all online"), connect(p, cluster[0]) as c:
         for node in others:
@@ -407,6 +423,29 @@ def rotate_authkey(name: str, state_dir: Path, reporter: Reporter | None = None)
         run_all(p.cluster_nodes, "systemctl start pacemaker.service")
     with reporter.phase("all online"), connect(p, p.cluster_nodes[0]) as c:
         stack.wait_online(c, {n.name: n.role for n in p.nodes})
+
+
+def fence(name: str, node: str, state_dir: Path, reporter: Reporter | None = None) -> None:
+    """Fence NODE through the cluster's own path (stonith_admin), and return when
+    it has rebooted, rejoined and is online again."""
+    reporter = reporter or Reporter()
+    p = load_plan(name, state_dir)
+    target = p.node(node)
+    if not p.spec.fencing:
+        raise UsageError(f"lab {name!r} has no fencing (made with --no-fencing)")
+    if target.role == "guest":
+        raise UsageError(
+            f"{node} is a guest node: the cluster recovers it through its VirtualDomain "
+            "resource, not a fence device; fence a cluster or remote node"
+        )
+    executors = [n for n in p.cluster_nodes if n.name != node]
+    if not executors:
+        raise UsageError(f"lab {name!r} has no other cluster node to fence {node} from")
+    with connect(p, executors[0]) as c:
+        with reporter.phase(f"stonith_admin --reboot {node}"):
+            c.run(f"stonith_admin --reboot {node} --timeout 120")
+        with reporter.phase(f"{node} back online"):
+            stack.wait_online(c, {n.name: n.role for n in p.nodes}, timeout=FENCE_REJOIN_TIMEOUT)
 
 
 def connect(p: LabPlan, node: NodePlan) -> ssh.Connection:
@@ -487,6 +526,8 @@ def _down(name: str, state_dir: Path) -> DownReport:
             gone = parallel(partial(_remove_domain, conn), doms)
             removed += [d.name for d, ok in zip(doms, gone, strict=True) if ok]
             found_net = virt.remove_network(conn, plan.network_name(name)) or found_net
+    for d in lab_dirs:
+        fencing.stop(d / "fence_virtd.conf")
     n_mounts = 0
     for d in lab_dirs:
         for target in mounts.mounts_under(d):

@@ -13,6 +13,21 @@ HOST_LIBVIRT_RUN = "/run/libvirt"
 NODE_HOST_LIBVIRT = "/var/lib/host-libvirt"
 
 
+COROSYNC_DROPIN = "/etc/systemd/system/corosync.service.d/labctl-rejoin-delay.conf"
+# A fenced node is back within a second (fence_xvm's reboot is destroy + create).
+# Rejoining that fast, it would hear of its own fencing after rejoining and shut
+# its stack down ("We were allegedly just fenced"). So the first corosync start
+# after a boot waits, but only once the lab's cluster has formed (labctl then
+# writes the marker): first boots and restarts within one boot are not slowed.
+FORMED_MARKER = "/etc/labctl/cluster-formed"
+REJOIN_DELAY_S = 12
+COROSYNC_AFTER_FENCING = f"""[Service]
+ExecStartPre=/bin/sh -c 'if [ -e {FORMED_MARKER} ] && [ ! -e /run/labctl-booted ]; \\
+then sleep {REJOIN_DELAY_S}; fi; touch /run/labctl-booted'
+TimeoutStartSec=120
+"""
+
+
 def drives_guests(plan: LabPlan, node: NodePlan) -> bool:
     """Cluster nodes of a guest lab run VirtualDomain against the host's libvirtd."""
     return plan.spec.mode == "guest" and node.role == "cluster"
@@ -79,6 +94,8 @@ def node_files(
         NodeFile("/root/.ssh/id_ed25519", lab_key_private, 0o600),
         NodeFile("/root/.ssh/known_hosts", known_hosts.encode(), 0o600),
     ]
+    if node.role == "cluster":
+        files.append(NodeFile(COROSYNC_DROPIN, COROSYNC_AFTER_FENCING.encode()))
     if drives_guests(plan, node):
         # virsh inside the node then talks to the host's libvirtd.
         files.append(

@@ -15,6 +15,7 @@ from labctl.plan import LabPlan, NodePlan
 Connect = Callable[[NodePlan], ssh.Connection]
 
 CLUSTER_TIMEOUT = 240.0
+
 POLL = 0.5
 
 
@@ -32,6 +33,11 @@ def push_authkey(c: ssh.Connection, key: bytes) -> None:
         raise LabctlError(
             f"{c.name}: the authkey on the node differs from the lab's after the copy"
         )
+
+
+def push_secret(c: ssh.Connection, data: bytes, path: str) -> None:
+    c.run(f"mkdir -p {shlex.quote(str(Path(path).parent))}")
+    c.put(data, path, mode=0o600)
 
 
 def authkey_facts(c: ssh.Connection) -> tuple[str, str]:

@@ -48,6 +48,21 @@ class HostState:
     networks: frozenset[str]
     mounts: frozenset[str]
     lab_dirs: frozenset[str]
+    fence_virtds: frozenset[str]
+
+
+def _fence_virtds() -> frozenset[str]:
+    out = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            args = (Path("/proc") / pid / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0].endswith(b"fence_virtd"):
+            out.add(b" ".join(args).decode(errors="replace"))
+    return frozenset(out)
 
 
 def host_state() -> HostState:
@@ -65,6 +80,7 @@ def host_state() -> HostState:
         networks=frozenset(nets),
         mounts=frozenset(mounts.mounts_under(labs)),
         lab_dirs=frozenset(p.name for p in labs.iterdir()) if labs.is_dir() else frozenset(),
+        fence_virtds=_fence_virtds(),
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import time
 
+import libvirt
+
 from labctl import pacemaker as pcmk
 
 from .conftest import STATE_DIR, host_state, labctl, labctl_json
@@ -30,7 +32,7 @@ def lab_authkey_digest(lab: str) -> str:
     return hashlib.sha256((STATE_DIR / "labs" / lab / "authkey").read_bytes()).hexdigest()
 
 
-def test_cluster_mode_three_nodes_online_in_crm_mon_with_one_authkey(labs, before):
+def test_cluster_mode_three_nodes_online_with_one_authkey_and_real_fencing(labs, before):
     lab = labs.name()
     up = labctl_json("up", "--nodes", "3", "--mode", "cluster", "--name", lab)
     names = [f"{lab}-c{i}" for i in (1, 2, 3)]
@@ -50,9 +52,25 @@ def test_cluster_mode_three_nodes_online_in_crm_mon_with_one_authkey(labs, befor
         assert authkey_facts(lab, n) == (digest, "root:haclient 640")
 
     st = labctl_json("status", lab)
-    assert st["properties"]["stonith-enabled"] == "false"
-    assert st["fencing"].startswith("not configured")
-    assert any("fencing is not configured" in note for note in st["notes"])
+    assert st["properties"]["stonith-enabled"] == "true"
+    assert st["fencing"] == "enabled"
+    assert view.resources["fence-xvm"].agent == "stonith:fence_xvm"
+    assert view.resources["fence-xvm"].active
+    # The lab's own fence_virtd runs on the host while the lab is up.
+    assert host_state().fence_virtds - before.fence_virtds
+
+    # Fence through the cluster's own path: the node really reboots and rejoins.
+    conn = libvirt.open("lxc:///")
+    try:
+        old_id = conn.lookupByName(names[1]).ID()
+        labctl("fence", lab, names[1])
+        assert conn.lookupByName(names[1]).ID() != old_id
+    finally:
+        conn.close()
+    history = labctl("ssh", lab, names[0], "--", "stonith_admin", "--history", names[1]).stdout
+    assert f"reboot of {names[1]} successful" in history
+    view = crm_mon(lab, names[0])
+    assert pcmk.not_ready(view, dict.fromkeys(names, "cluster")) == {}
 
     labctl("down", lab)
     assert host_state() == before
@@ -60,7 +78,7 @@ def test_cluster_mode_three_nodes_online_in_crm_mon_with_one_authkey(labs, befor
 
 def test_remote_mode_remote_nodes_online_stop_seen_and_authkey_rotated(labs, before):
     lab = labs.name()
-    up = labctl_json("up", "--nodes", "3", "--mode", "remote", "--name", lab)
+    up = labctl_json("up", "--nodes", "3", "--mode", "remote", "--no-fencing", "--name", lab)
     states = {n["name"]: (n["role"], n["pacemaker"]) for n in up["nodes"]}
     assert states == {
         f"{lab}-c1": ("cluster", "Online"),
@@ -89,6 +107,9 @@ def test_remote_mode_remote_nodes_online_stop_seen_and_authkey_rotated(labs, bef
         assert time.monotonic() < deadline, f"the cluster did not see r2 stop: {st}"
         time.sleep(1)
     assert st[f"{lab}-r1"] == st[f"{lab}-r3"] == "RemoteOnline"
+    status = labctl_json("status", lab)
+    assert status["fencing"].startswith("not configured")
+    assert any("fencing is not configured" in note for note in status["notes"])
 
     # Rotation: a new key, the same on every node, and every node online with it.
     labctl("authkey", "rotate", lab)

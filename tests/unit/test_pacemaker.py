@@ -42,9 +42,9 @@ def test_remote_primitive_points_at_the_node_address_and_port():
     assert 'name="port" value="3121"' in text
 
 
-def test_lab_properties_disable_stonith_only_without_fencing():
+def test_lab_properties_say_stonith_enabled_explicitly():
     assert pcmk.lab_properties(False)["stonith-enabled"] == "false"
-    assert "stonith-enabled" not in pcmk.lab_properties(True)
+    assert pcmk.lab_properties(True)["stonith-enabled"] == "true"
     assert pcmk.lab_properties(True)["dc-deadtime"] == "2s"
 
 
