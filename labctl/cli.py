@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labctl import __version__, host, images, lab, mounts
+from labctl import __version__, cts_run, host, images, lab
 from labctl.errors import LabctlError
 from labctl.spec import DEFAULT_CLUSTER_NODES, MAX_NODES, make_spec, validate_name
 from labctl.state import DEFAULT_STATE_DIR
@@ -264,7 +264,13 @@ def image_list(state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False)
     for i in imgs:
         m = i.manifest
         layers = ", ".join(f"{k} {v['size_bytes'] >> 20}" for k, v in m["layers"].items())
-        t.add_row(i.name, m["suite"], m["created"], layers, m["checksum"][:19] + "…")
+        t.add_row(
+            i.name + (" (stale)" if i.stale else ""),
+            m["suite"],
+            m["created"],
+            layers,
+            m["checksum"][:19] + "…",
+        )
     out.print(t)
 
 
@@ -276,7 +282,7 @@ def image_rm(
     """Delete a built image (refused while a lab uses it)."""
     try:
         host.require_root("labctl image rm")
-        images.remove_image(state_dir, name, mounts.overlay_lowerdirs())
+        images.remove_image(state_dir, name)
     except LabctlError as e:
         _fail(e)
         return
@@ -296,6 +302,84 @@ def fence(
         _fail(e)
         return
     out.print(f"{node} was fenced and is back online")
+
+
+@app.command("ssh-config")
+def ssh_config(
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Print an OpenSSH config block for the lab's nodes (for an Include)."""
+    try:
+        p = lab.load_plan(validate_name(name), state_dir)
+    except LabctlError as e:
+        _fail(e)
+        return
+    sys.stdout.write(cts_run.ssh_config(p))
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def cts(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    pacemaker_src: Annotated[
+        Path | None,
+        typer.Option("--pacemaker-src", help="A configured Pacemaker source tree."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="CTS's random seed.")] = 1,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    as_json: AsJson = False,
+) -> None:
+    """Run Pacemaker's CTS against a lab: `labctl cts LAB -- [CTS ARGS...] ITERATIONS`."""
+    extra = list(ctx.args)
+    iterations = 1
+    if extra and extra[-1].isdigit():
+        iterations = int(extra.pop())
+    try:
+        r = cts_run.run(
+            validate_name(name),
+            state_dir,
+            src=pacemaker_src,
+            iterations=iterations,
+            seed=seed,
+            extra=extra,
+            emit=_reporter().emit,
+        )
+    except LabctlError as e:
+        _fail(e)
+        return
+    if as_json:
+        out.print_json(json.dumps(r.to_dict()))
+    else:
+        s = r.summary
+        t = Table(title=f"CTS on lab {name} (Pacemaker {r.pacemaker_version}): {r.outputfile}")
+        for col in ("test", "run", "passed", "failed", "skipped", "audit failures"):
+            t.add_column(col)
+        for ts in (x for x in s.tests if x.calls):
+            style = "red" if ts.failure else ""
+            t.add_row(
+                ts.name,
+                str(ts.calls),
+                str(ts.passed),
+                str(ts.failure),
+                str(ts.skipped),
+                str(ts.auditfail),
+                style=style,
+            )
+        t.add_row(
+            "all",
+            str(s.success + s.failure),
+            str(s.success),
+            str(s.failure),
+            str(s.skipped),
+            f"BadNews {s.bad_news}",
+            style="bold",
+        )
+        out.print(t)
+        out.print("[green]CTS passed[/green]" if s.ok else "[red]CTS failed[/red]")
+    raise typer.Exit(0 if r.summary.ok else 1)
 
 
 @authkey_app.command("rotate")

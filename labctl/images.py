@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from labctl import mounts
 from labctl.errors import CommandError, HostError, NotFoundError, UsageError
 from labctl.render import render
 
@@ -49,13 +50,17 @@ DEBIAN12 = ImageDef(
     ),
     layers={
         # libvirt-clients: ocf:heartbeat:VirtualDomain drives the host's libvirtd
-        # through virsh; fence-virt: fence_xvm.
+        # through virsh; fence-virt: fence_xvm; psmisc, iptables, python3-systemd:
+        # what Pacemaker's CTS uses on cluster nodes (killall, SplitBrain, its dummy daemon).
         "cluster": (
             "pacemaker",
             "corosync",
             "pacemaker-cli-utils",
             "libvirt-clients",
             "fence-virt",
+            "psmisc",
+            "iptables",
+            "python3-systemd",
         ),
         # pacemaker-cli-utils afterwards, in the chroot: debootstrap would take the
         # first alternative of its "pacemaker | pacemaker-remote" dependency.
@@ -80,11 +85,33 @@ MASKED_UNITS = (
 )
 
 
+# Bump when the build steps below change in a way the recipe digest cannot see.
+BUILD_FORMAT = 2
+IMAGE_TEMPLATES = ("sshd_labctl.conf", "networkd.network", "journald_labctl.conf")
+
+
+def recipe_digest(idef: ImageDef) -> str:
+    """What an image is made from; a built image whose digest differs is stale."""
+    h = hashlib.sha256(f"format {BUILD_FORMAT}\n{idef.suite}\n".encode())
+    h.update(" ".join(idef.base_packages).encode())
+    for lname, pkgs in sorted(idef.layers.items()):
+        h.update(f"\n{lname}: {' '.join(pkgs)}".encode())
+    h.update(("\n" + " ".join(MASKED_UNITS)).encode())
+    for t in IMAGE_TEMPLATES:
+        h.update(render(t).encode())
+    return "sha256:" + h.hexdigest()
+
+
 @dataclass(frozen=True)
 class Image:
     name: str
     dir: Path
     manifest: dict
+
+    @property
+    def stale(self) -> bool:
+        idef = IMAGES.get(self.name)
+        return idef is None or self.manifest.get("recipe") != recipe_digest(idef)
 
     def layer(self, role_layer: str) -> Path:
         return self.dir / role_layer
@@ -111,14 +138,6 @@ def find_image(state_dir: Path, name: str) -> Image | None:
     if not manifest.is_file():
         return None
     return Image(name=name, dir=d, manifest=json.loads(manifest.read_text()))
-
-
-def require_image(state_dir: Path, name: str) -> Image:
-    image_def(name)
-    img = find_image(state_dir, name)
-    if img is None:
-        raise NotFoundError(f"image {name!r} is not built: run `labctl image build {name}`")
-    return img
 
 
 def list_images(state_dir: Path) -> list[Image]:
@@ -285,8 +304,12 @@ def build_image(
     """Build image NAME (base + role layers) unless it is there; return it."""
     idef = image_def(name)
     existing = find_image(state_dir, name)
-    if existing and not force:
+    if existing and not existing.stale and not force:
         return existing
+    if existing:
+        _refuse_if_in_use(existing)
+        if existing.stale:
+            progress(f"image {name} was built from an older recipe: rebuilding it")
     if os.geteuid() != 0:
         raise HostError("building an image needs root (debootstrap, chroot): run labctl as root")
     if shutil.which("debootstrap") is None:
@@ -351,6 +374,7 @@ def _manifest(
         "mirror": mirror,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "build_seconds": round(secs, 1),
+        "recipe": recipe_digest(idef),
         "layers": {"base": {"size_bytes": tree_size(base), "packages": len(base_pkgs)}},
     }
     digest = hashlib.sha256("\n".join(base_pkgs).encode())
@@ -364,16 +388,20 @@ def _manifest(
     return info
 
 
-def remove_image(state_dir: Path, name: str, mounted_lowerdirs: list[str]) -> None:
+def _refuse_if_in_use(img: Image) -> None:
+    prefix = str(img.dir) + "/"
+    if any(d.startswith(prefix) for d in mounts.overlay_lowerdirs()):
+        raise UsageError(
+            f"image {img.name!r} is in use by a lab: take its labs down first (`labctl down --all`)"
+        )
+
+
+def remove_image(state_dir: Path, name: str) -> None:
     """Delete image NAME unless a lab's root is still mounted over it."""
     img = find_image(state_dir, name)
     if img is None:
         raise NotFoundError(f"no image {name!r}: `labctl image list` shows what is built")
-    prefix = str(img.dir) + "/"
-    if any(d.startswith(prefix) for d in mounted_lowerdirs):
-        raise UsageError(
-            f"image {name!r} is in use by a lab: take the lab down first (`labctl down LAB`)"
-        )
+    _refuse_if_in_use(img)
     shutil.rmtree(img.dir)
 
 

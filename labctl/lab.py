@@ -213,8 +213,8 @@ def up(
                 f"`labctl down {spec.name}` first, or pick another --name"
             )
         image = images.find_image(state_dir, spec.image)
-        if image is None:
-            with reporter.phase(f"build image {spec.image} (first use)"):
+        if image is None or image.stale:
+            with reporter.phase(f"build image {spec.image}"):
                 image = images.build_image(
                     state_dir, spec.image, mirror=mirror, progress=reporter.emit
                 )

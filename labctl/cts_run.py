@@ -1,0 +1,233 @@
+"""`labctl cts`: prepare Pacemaker's CTS for a lab and run it, streaming its progress."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shlex
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from labctl import cts, fencing, host, lab, virt
+from labctl.errors import HostError, LabctlError, UsageError
+from labctl.plan import LabPlan
+
+Emit = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CtsRun:
+    lab: str
+    pacemaker_version: str
+    source: str
+    command: list[str]
+    outputfile: str
+    exit_status: int
+    summary: cts.CtsSummary
+
+    def to_dict(self) -> dict:
+        return {
+            "lab": self.lab,
+            "pacemaker_version": self.pacemaker_version,
+            "source": self.source,
+            "command": self.command,
+            "outputfile": self.outputfile,
+            "exit_status": self.exit_status,
+            "summary": self.summary.to_dict(),
+        }
+
+
+def ssh_config(p: LabPlan) -> str:
+    """An OpenSSH config block for the lab: root, its key, its pinned host keys."""
+    names = " ".join(n.name for n in p.nodes)
+    addrs = " ".join(str(n.ip) for n in p.nodes)
+    return (
+        f"# labctl lab {p.name}\n"
+        f"Host {names} {addrs}\n"
+        "    User root\n"
+        f"    IdentityFile {p.private_key}\n"
+        "    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {p.known_hosts}\n"
+        "    StrictHostKeyChecking yes\n"
+        "    BatchMode yes\n"
+        "    LogLevel ERROR\n"
+    )
+
+
+def write_ssh_config(p: LabPlan) -> Path:
+    path = p.ssh_dir / "config"
+    path.write_text(ssh_config(p))
+    return path
+
+
+def nodes_version(p: LabPlan) -> str:
+    with lab.connect(p, p.cluster_nodes[0]) as c:
+        return c.run("dpkg-query -W -f '${Version}' pacemaker").stdout.strip()
+
+
+_CONFIG_VERSION_RE = re.compile(r'#define PACEMAKER_VERSION "([0-9.]+)"')
+
+
+def tree_version(src: Path) -> str | None:
+    """The upstream version a configured Pacemaker tree was configured as."""
+    try:
+        m = _CONFIG_VERSION_RE.search((src / "include/config.h").read_text())
+    except OSError:
+        return None
+    return m.group(1) if m else None
+
+
+def check_lab(p: LabPlan) -> None:
+    if len(p.cluster_nodes) < 2:
+        raise UsageError(
+            f"lab {p.name!r} has {len(p.cluster_nodes)} cluster node(s): CTS needs at least 2; "
+            "make one with `labctl up --nodes 3 --mode cluster`"
+        )
+
+
+def test_ip_base(p: LabPlan) -> str:
+    """CTS's test-IP base: the addresses CTS takes after it are in the lab subnet and free."""
+    base = p.network.cts_ip_base
+    wanted = cts.test_ip_addresses(str(base), len(p.cluster_nodes))
+    taken = {str(n.ip) for n in p.nodes} | {str(p.network.gateway)}
+    hosts = {str(a) for a in p.network.subnet.hosts()}
+    bad = [ip for ip in wanted if ip in taken or ip not in hosts]
+    if bad:
+        raise UsageError(f"no free addresses for CTS in {p.network.subnet}: {', '.join(bad)}")
+    return str(base)
+
+
+def prepare(name: str, state_dir: Path, src: Path | None, emit: Emit) -> tuple[LabPlan, str, Path]:
+    """Everything before the run: lab checks, the source tree, node files, SSH config."""
+    host.require_root("labctl cts")
+    p = lab.load_plan(name, state_dir)
+    check_lab(p)
+    version = nodes_version(p)
+    upstream = ".".join(map(str, cts.upstream_version(version)))
+    if src is not None:
+        have = tree_version(src)
+        if have is None:
+            raise UsageError(
+                f"{src} is not a configured Pacemaker source tree (no include/config.h): "
+                "run ./autogen.sh and ./configure there, or leave out --pacemaker-src"
+            )
+        if have != upstream:
+            raise UsageError(
+                f"CTS source {src} is Pacemaker {have}, the lab's nodes run {upstream}: "
+                f"use a {upstream} tree, or leave out --pacemaker-src"
+            )
+    else:
+        missing = cts.missing_host_packages()
+        if missing:
+            emit(f"installing what preparing CTS needs on the host: {' '.join(missing)}")
+            _apt_install(missing)
+        src = cts.prepare_source(version, state_dir / "cts", cts.host_sources(version), emit)
+    problems = cts.check_tree(src, cts.cts_dialect(version))
+    if problems:
+        raise UsageError(f"CTS tree {src} is not usable: " + "; ".join(problems))
+    files = cts.node_files(src)
+
+    def install(node: lab.NodePlan) -> None:
+        with lab.connect(p, node) as c:
+            for local, remote, mode in files:
+                c.run(f"mkdir -p {shlex.quote(str(Path(remote).parent))}")
+                c.put(local.read_bytes(), remote, mode=mode)
+
+    lab.parallel(install, p.cluster_nodes)
+    write_ssh_config(p)
+    return p, version, src
+
+
+def _apt_install(packages: list[str]) -> None:
+    proc = subprocess.run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+        capture_output=True,
+        text=True,
+        env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    if proc.returncode != 0:
+        raise HostError(
+            f"apt-get install {' '.join(packages)} failed: {proc.stderr.strip()[-300:]}"
+        )
+
+
+def _wrappers(p: LabPlan, config: Path) -> Path:
+    """ssh and scp first on CTS's PATH: CTS calls the plain binaries, prompts fail it."""
+    d = p.dir / "cts" / "bin"
+    d.mkdir(parents=True, exist_ok=True)
+    for tool in ("ssh", "scp"):
+        w = d / tool
+        w.write_text(cts.ssh_wrapper(f"/usr/bin/{tool}", ["-F", str(config)]))
+        w.chmod(0o755)
+    return d
+
+
+def run(
+    name: str,
+    state_dir: Path,
+    *,
+    src: Path | None,
+    iterations: int,
+    seed: int | None,
+    extra: list[str],
+    emit: Emit,
+) -> CtsRun:
+    p, version, tree = prepare(name, state_dir, src, emit)
+    if p.spec.fencing:
+        fp = fencing.fence_plan(p, virt.default_uri(p.spec.backend))
+        agent: str | None = "fence_xvm"
+        params = {
+            "multicast_address": fp.address,
+            "ipport": str(fp.port),
+            "key_file": fencing.NODE_KEY_PATH,
+            "pcmk_host_list": "all",
+        }
+    else:
+        agent, params = None, {}
+    outdir = p.dir / "cts"
+    outdir.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    outputfile = outdir / f"cts-{stamp}.log"
+    argv = cts.cts_command(
+        version,
+        tree,
+        [n.name for n in p.cluster_nodes],
+        iterations=iterations,
+        seed=seed,
+        test_ip_base=test_ip_base(p),
+        outputfile=outputfile,
+        fencing_agent=agent,
+        fencing_params=params,
+        extra=extra,
+    )
+    env = cts.cts_environment(_wrappers(p, p.ssh_dir / "config"))
+    emit(f"running: {shlex.join(argv)}")
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=tree,
+    )
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        step = cts.parse_progress(line)
+        if step:
+            emit(f"[{step[0]}/{iterations}] {step[1]} ({step[2]})")
+        elif "BadNews" in line or "ERROR" in line or ("Audit" in line and "failed" in line):
+            emit(line.rstrip())
+    status = proc.wait()
+    text = outputfile.read_text() if outputfile.exists() else "".join(seen)
+    summary = cts.parse_summary(text)
+    if not summary.found:
+        summary = cts.parse_summary("".join(seen))
+    if not summary.found:
+        tail = "".join(seen[-5:]).strip()
+        raise LabctlError(f"CTS ended (status {status}) without a summary: {tail[-400:]}")
+    return CtsRun(name, version, str(tree), argv, str(outputfile), status, summary)

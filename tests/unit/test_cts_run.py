@@ -1,0 +1,38 @@
+from pathlib import Path
+
+import pytest
+
+from labctl import cts_run
+from labctl.errors import UsageError
+from labctl.plan import make_plan
+from labctl.spec import make_spec
+
+
+def _plan(n: int = 3):
+    return make_plan(make_spec("demo", n), 1, Path("/s"))
+
+
+def test_ssh_config_pins_the_labs_key_and_known_hosts():
+    cfg = cts_run.ssh_config(_plan())
+    assert "Host demo-c1 demo-c2 demo-c3 10.213.1.11 10.213.1.12 10.213.1.13\n" in cfg
+    assert "    IdentityFile /s/labs/demo/ssh/id_ed25519\n" in cfg
+    assert "    UserKnownHostsFile /s/labs/demo/ssh/known_hosts\n" in cfg
+    assert "    StrictHostKeyChecking yes\n" in cfg
+    assert "    User root\n" in cfg
+
+
+def test_cts_test_ips_are_free_lab_addresses():
+    assert cts_run.test_ip_base(_plan()) == "10.213.1.200"
+
+
+def test_a_lab_with_one_cluster_node_is_refused():
+    with pytest.raises(UsageError, match="at least 2"):
+        cts_run.check_lab(_plan(1))
+    cts_run.check_lab(_plan(2))
+
+
+def test_tree_version_is_read_from_the_configured_header(tmp_path):
+    assert cts_run.tree_version(tmp_path) is None
+    (tmp_path / "include").mkdir()
+    (tmp_path / "include/config.h").write_text('/* x */\n#define PACEMAKER_VERSION "2.1.5"\n')
+    assert cts_run.tree_version(tmp_path) == "2.1.5"
