@@ -79,6 +79,13 @@ def virtd_config(plan: LabPlan, fp: FencePlan, modules: str) -> str:
     )
 
 
+def fenceable(plan: LabPlan) -> list:
+    """Nodes this lab's fence_virtd can reboot: cluster and remote nodes on the
+    cluster nodes' backend (guest nodes are recovered through their resource)."""
+    backend = plan.cluster_nodes[0].backend
+    return [n for n in plan.nodes if n.role != "guest" and n.backend == backend]
+
+
 def stonith_primitive(plan: LabPlan, fp: FencePlan) -> etree._Element:
     """One fence_xvm device able to fence exactly the lab's cluster nodes."""
     params = {
@@ -87,7 +94,7 @@ def stonith_primitive(plan: LabPlan, fp: FencePlan) -> etree._Element:
         "key_file": NODE_KEY_PATH,
         # fence_xvm -o list shows every domain of the host, other labs' too:
         # pin the device to this lab's nodes (domain names are node names).
-        "pcmk_host_list": " ".join(n.name for n in plan.cluster_nodes),
+        "pcmk_host_list": " ".join(n.name for n in fenceable(plan)),
         "pcmk_host_check": "static-list",
     }
     return E.primitive(

@@ -246,16 +246,26 @@ def _customize_base(tree: Path) -> None:
     _run(["chroot", str(tree), "systemctl", "mask", *MASKED_UNITS])
 
 
-def _build_layer(base: Path, layer: Path, packages: tuple[str, ...], scratch: Path) -> None:
-    """Install PACKAGES over BASE in a private mount namespace; LAYER receives the diff."""
+def _build_layer(
+    lowers: list[Path],
+    layer: Path,
+    packages: tuple[str, ...],
+    scratch: Path,
+    post: str = "",
+    env: dict[str, str] | None = None,
+) -> None:
+    """Install PACKAGES over LOWERS (top first) in a private mount namespace; LAYER
+    receives the diff. POST is shell run afterwards in the namespace, with $merged
+    the whole tree (and ENV in its environment)."""
     work, merged = scratch / "work", scratch / "merged"
     for d in (layer, work, merged):
         d.mkdir(parents=True, exist_ok=True)
-    script = r"""
+    script = (
+        r"""
 set -e
-base=$1 upper=$2 work=$3 merged=$4
+lowers=$1 upper=$2 work=$3 merged=$4
 shift 4
-mount -t overlay overlay -o "lowerdir=$base,upperdir=$upper,workdir=$work" "$merged"
+mount -t overlay overlay -o "lowerdir=$lowers,upperdir=$upper,workdir=$work" "$merged"
 mount -t proc proc "$merged/proc"
 cp /etc/resolv.conf "$merged/etc/resolv.conf"
 printf '#!/bin/sh\nexit 101\n' > "$merged/usr/sbin/policy-rc.d"
@@ -265,6 +275,8 @@ chroot "$merged" apt-get clean
 rm -f "$merged/usr/sbin/policy-rc.d" "$merged/etc/resolv.conf"
 umount "$merged/proc"
 """
+        + post
+    )
     _run(
         [
             "unshare",
@@ -275,13 +287,14 @@ umount "$merged/proc"
             "-c",
             script,
             "layer",
-            str(base),
+            ":".join(map(str, lowers)),
             str(layer),
             str(work),
             str(merged),
             *packages,
         ],
         where=f"image layer {layer.name}",
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -344,7 +357,7 @@ def build_image(
         for lname, pkgs in idef.layers.items():
             progress(f"layer {lname}: {', '.join(pkgs)}")
             layer = build / lname
-            _build_layer(base, layer, pkgs, build / f".scratch-{lname}")
+            _build_layer([base], layer, pkgs, build / f".scratch-{lname}")
             shutil.rmtree(build / f".scratch-{lname}")
             _layer_post(base, layer, lname)
             layers[lname] = layer
@@ -361,6 +374,99 @@ def build_image(
     img = find_image(state_dir, name)
     assert img is not None
     return img
+
+
+VM_KERNEL_PACKAGES = ("linux-image-cloud-amd64",)
+VM_DISK_SIZE = "2G"
+
+
+@dataclass(frozen=True)
+class VmImage:
+    """A bootable disk of one role layer, with its kernel and initrd for direct boot."""
+
+    disk: Path
+    kernel: Path
+    initrd: Path
+
+
+def vm_image_paths(img: Image, role_layer: str) -> VmImage:
+    d = img.dir / "vm"
+    return VmImage(
+        d / f"{role_layer}.qcow2", d / f"{role_layer}-vmlinuz", d / f"{role_layer}-initrd.img"
+    )
+
+
+def find_vm_image(img: Image, role_layer: str) -> VmImage | None:
+    v = vm_image_paths(img, role_layer)
+    return v if all(p.is_file() for p in (v.disk, v.kernel, v.initrd)) else None
+
+
+def build_vm_image(
+    img: Image, role_layer: str = "remote", progress: Progress = lambda _m: None
+) -> VmImage:
+    """A qcow2 of IMG's ROLE_LAYER plus a distribution kernel, built without mounting
+    any block device (mkfs.ext4 -d fills the file system from the tree)."""
+    existing = find_vm_image(img, role_layer)
+    if existing:
+        return existing
+    if shutil.which("qemu-img") is None or shutil.which("mkfs.ext4") is None:
+        raise HostError("qemu-img and mkfs.ext4 are needed: run scripts/setup-host")
+    out = vm_image_paths(img, role_layer)
+    out.disk.parent.mkdir(exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".vm-{role_layer}-", dir=img.dir))
+    started = time.monotonic()
+    try:
+        stage = scratch / "stage"
+        _write(stage, "usr/local/sbin/labctl-seed", render("labctl-seed"), 0o755)
+        _write(stage, "etc/systemd/system/labctl-seed.service", render("labctl-seed.service"))
+        wants = stage / "etc/systemd/system/sysinit.target.wants"
+        wants.mkdir(parents=True)
+        (wants / "labctl-seed.service").symlink_to("/etc/systemd/system/labctl-seed.service")
+        raw = scratch / "root.raw"
+        post = r"""
+cp -a "$STAGE/." "$merged/"
+cp "$(ls "$merged"/boot/vmlinuz-* | tail -n 1)" "$KERNEL"
+cp "$(ls "$merged"/boot/initrd.img-* | tail -n 1)" "$INITRD"
+mkfs.ext4 -q -L root -d "$merged" "$RAW" "$SIZE"
+"""
+        progress(f"VM image {role_layer}: kernel ({', '.join(VM_KERNEL_PACKAGES)}), ext4, qcow2")
+        _build_layer(
+            [img.layer(role_layer), img.base],
+            scratch / "kernel-layer",
+            VM_KERNEL_PACKAGES,
+            scratch / "overlay",
+            post=post,
+            env={
+                "STAGE": str(stage),
+                "KERNEL": str(out.kernel),
+                "INITRD": str(out.initrd),
+                "RAW": str(raw),
+                "SIZE": VM_DISK_SIZE,
+            },
+        )
+        _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(out.disk)], where="qemu-img")
+        for p in (out.disk, out.kernel, out.initrd):
+            p.chmod(0o644)  # QEMU runs as libvirt-qemu and only reads them
+    except BaseException:
+        for p in (out.disk, out.kernel, out.initrd):
+            p.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    progress(f"VM image {role_layer} built in {time.monotonic() - started:.0f} s")
+    return out
+
+
+def qcow2_virtual_size(path: Path) -> int:
+    out = _run(["qemu-img", "info", "--output=json", str(path)], where="qemu-img").stdout
+    return int(json.loads(out)["virtual-size"])
+
+
+def make_seed(tree: Path, seed: Path) -> None:
+    """A small ext4 image holding TREE (its files/ are copied over a VM's root at boot)."""
+    seed.unlink(missing_ok=True)
+    _run(["mkfs.ext4", "-q", "-L", "labctlseed", "-d", str(tree), str(seed), "8M"], where="mkfs")
+    seed.chmod(0o600)  # host and lab keys inside; libvirt hands it to QEMU's user
 
 
 def _manifest(

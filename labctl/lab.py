@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -19,13 +20,14 @@ from labctl.errors import LabctlError, NotFoundError, UsageError
 from labctl.plan import LabPlan, NodePlan
 from labctl.provision import FORMED_MARKER, host_mounts, known_hosts_lines, node_files
 from labctl.spec import LabSpec
-from labctl.xml import lxc_domain_xml, network_xml
+from labctl.xml import lxc_domain_xml, network_xml, pool_xml, qemu_domain_xml, volume_xml
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-MAX_WORKERS = 16
+MAX_WORKERS = 16  # per-node steps at once; LABCTL_PARALLEL overrides (1 = one by one)
 SSH_TIMEOUT = 120.0
+VM_SSH_TIMEOUT = 420.0  # a VM under TCG takes about 70 s to boot on 2 cores
 GUEST_STOP_TIMEOUT = 30.0
 FENCE_REJOIN_TIMEOUT = 180.0
 
@@ -50,7 +52,8 @@ def parallel(fn: Callable[[T], R], items: list[T] | tuple[T, ...]) -> list[R]:
     """Run FN over ITEMS with a bounded pool; the first failure is raised after all finish."""
     if not items:
         return []
-    with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(items))) as pool:
+    workers = int(os.environ.get("LABCTL_PARALLEL", MAX_WORKERS))
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
         futures = [pool.submit(fn, item) for item in items]
     errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
@@ -87,15 +90,11 @@ class LabStatus:
     notes: list[str] = field(default_factory=list)
 
 
-def _uri_for(backend: str) -> str:
-    return virt.default_uri(backend)
-
-
 def status(name: str, state_dir: Path) -> LabStatus:
     rec = state.read_record(state_dir, name)
     backend = rec.spec.backend if rec else "lxc"
-    with virt.connection(_uri_for(backend)) as conn:
-        doms = {d.name: d for d in virt.lab_domains(conn, name)}
+    doms = {d.name: d for d in all_lab_domains(name)}
+    with virt.connection(virt.LXC_URI) as conn:
         nets = virt.lab_networks(conn)
     if rec is None:
         if not doms and name not in nets:
@@ -175,11 +174,30 @@ def _pacemaker_view(
 def list_labs(state_dir: Path) -> list[str]:
     """Every lab with anything left on this host: a record, a network or a domain."""
     names = set(state.recorded_labs(state_dir))
-    for uri in (virt.LXC_URI,):
-        with virt.connection(uri) as conn:
-            names |= set(virt.lab_networks(conn))
-            names |= {d.meta.lab for d in virt.lab_domains(conn)}
+    with virt.connection(virt.LXC_URI) as conn:
+        names |= set(virt.lab_networks(conn))
+        names |= set(virt.lab_pools(conn))
+    names |= {d.meta.lab for d in all_lab_domains(None)}
     return sorted(names)
+
+
+def _connections() -> list[object]:
+    """A connection to each driver labctl uses; QEMU may be absent on an LXC-only host."""
+    conns: list[object] = [virt.connect(virt.LXC_URI)]
+    qemu = virt.try_connect(virt.QEMU_URI)
+    if qemu is not None:
+        conns.append(qemu)
+    return conns
+
+
+def all_lab_domains(lab: str | None) -> list[virt.DomainInfo]:
+    out = []
+    for conn in _connections():
+        try:
+            out += virt.lab_domains(conn, lab)  # type: ignore[arg-type]
+        finally:
+            conn.close()  # type: ignore[attr-defined]
+    return out
 
 
 # ---------------------------------------------------------------- up
@@ -193,6 +211,20 @@ def _exists(conn: object, name: str, state_dir: Path) -> bool:
     )
 
 
+class Conns:
+    """One libvirt connection per backend a lab uses (LXC always: networks, containers)."""
+
+    def __init__(self, backends: set[str]) -> None:
+        self._conns = {b: virt.connect(virt.default_uri(b)) for b in sorted(backends | {"lxc"})}
+
+    def __getitem__(self, backend: str) -> object:
+        return self._conns[backend]
+
+    def close(self) -> None:
+        for c in self._conns.values():
+            c.close()
+
+
 def up(
     spec: LabSpec,
     state_dir: Path,
@@ -203,10 +235,10 @@ def up(
     """Create lab SPEC and return when every node answers SSH (and Pacemaker is ready)."""
     reporter = reporter or Reporter()
     host.require_root("labctl up")
-    if spec.backend != "lxc":
-        raise UsageError("--backend vm is not available yet: use --backend lxc")
     images.image_def(spec.image)
-    with virt.connection(_uri_for(spec.backend)) as conn:
+    conns = Conns({spec.backend})
+    try:
+        conn = conns["lxc"]
         if _exists(conn, spec.name, state_dir):
             raise UsageError(
                 f"lab {spec.name!r} already exists (or is left over): "
@@ -223,8 +255,15 @@ def up(
         with _allocation_lock(state_dir):
             index = plan.pick_subnet_index(virt.network_subnets(conn) + host.host_subnets())
             p = plan.make_plan(spec, index, state_dir)
+            vm_layers = sorted({n.layer for n in p.vm_nodes})
+            for layer in vm_layers:
+                if images.find_vm_image(image, layer) is None:
+                    with reporter.phase(f"build VM image {layer}"):
+                        images.build_vm_image(image, layer, reporter.emit)
             try:
-                p.dir.mkdir(mode=0o700)
+                # 0711: QEMU (running as libvirt-qemu) must reach the VM disks
+                # below; the secrets in here are 0600 files in 0700 directories.
+                p.dir.mkdir(mode=0o711)
             except FileExistsError:
                 raise UsageError(f"lab {spec.name!r} is being created by another labctl") from None
             try:
@@ -235,7 +274,7 @@ def up(
                 _down(spec.name, state_dir)
                 raise
         try:
-            _create(conn, p, image, reporter)
+            _create(conns, p, image, reporter)
             state.write_record(p, "up")
         except BaseException:
             if keep_on_failure:
@@ -245,6 +284,8 @@ def up(
                 reporter.emit("rolling back")
                 _down(spec.name, state_dir)
             raise
+    finally:
+        conns.close()
     return status(spec.name, state_dir)
 
 
@@ -256,7 +297,7 @@ def _allocation_lock(state_dir: Path) -> Iterator[None]:
         yield
 
 
-def _create(conn: object, p: LabPlan, image: images.Image, reporter: Reporter) -> None:
+def _create(conns: Conns, p: LabPlan, image: images.Image, reporter: Reporter) -> None:
     lab_priv, lab_pub = secrets.new_ed25519(f"labctl-{p.name}")
     secrets.write_secret(p.private_key, lab_priv)
     (p.ssh_dir / "id_ed25519.pub").write_text(lab_pub + "\n")
@@ -270,12 +311,9 @@ def _create(conn: object, p: LabPlan, image: images.Image, reporter: Reporter) -
     legacy = host.cgroup_layout() == "hybrid"
     hostname = host.host_name()
 
-    def make_root(node: NodePlan) -> None:
-        mounts.mount_overlay(
-            [image.layer(node.layer), image.base], node.upper, node.work, node.root
-        )
+    def files_of(node: NodePlan) -> list:
         hk_priv, hk_pub = host_keys[node.name]
-        for f in node_files(
+        return node_files(
             p,
             node,
             host_name=hostname,
@@ -284,16 +322,39 @@ def _create(conn: object, p: LabPlan, image: images.Image, reporter: Reporter) -
             lab_key_private=lab_priv,
             lab_key_public=lab_pub,
             known_hosts=known,
-        ):
-            target = node.root / f.path.lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            secrets.write_secret(target, f.data, f.mode)
+        )
+
+    def make_root(node: NodePlan) -> None:
+        if node.backend == "vm":
+            make_vm_disks(conns["vm"], p, node, image, files_of(node))
+            return
+        mounts.mount_overlay(
+            [image.layer(node.layer), image.base], node.upper, node.work, node.root
+        )
+        write_files(node.root, files_of(node))
 
     with reporter.phase("roots"):
+        if p.vm_nodes:
+            p.disks_dir.mkdir(mode=0o711)
+            virt.create_pool(conns["vm"], pool_xml(p.pool, str(p.disks_dir)))  # type: ignore[arg-type]
         parallel(make_root, p.nodes)
 
     def start(node: NodePlan) -> None:
-        xml = lxc_domain_xml(p, node, legacy_cgroups=legacy, mounts=host_mounts(p, node))
+        conn = conns[node.backend]
+        if node.backend == "vm":
+            vm = images.vm_image_paths(image, node.layer)
+            xml = qemu_domain_xml(
+                p,
+                node,
+                domain_type="kvm" if host.kvm_status()[0] else "qemu",
+                kernel=str(vm.kernel),
+                initrd=str(vm.initrd),
+                pool=p.pool,
+                volume=node.volume,
+                seed=str(node.seed),
+            )
+        else:
+            xml = lxc_domain_xml(p, node, legacy_cgroups=legacy, mounts=host_mounts(p, node))
         if node.role == "guest":
             # The cluster starts guests from this file with `virsh create`, so they
             # are transient domains; labctl boots each once, the same way, to prepare it.
@@ -308,62 +369,88 @@ def _create(conn: object, p: LabPlan, image: images.Image, reporter: Reporter) -
         parallel(start, p.nodes)
 
     def reach(node: NodePlan) -> None:
-        ssh.wait_for_banner(str(node.ip), timeout=SSH_TIMEOUT)
+        timeout = VM_SSH_TIMEOUT if node.backend == "vm" else SSH_TIMEOUT
+        ssh.wait_for_banner(str(node.ip), timeout=timeout)
         with connect(p, node) as c:
             c.run("true")
 
     with reporter.phase("ssh ready"):
         parallel(reach, p.nodes)
 
-    start_pacemaker(p, reporter, conn)
+    start_pacemaker(p, reporter, conns)
+
+
+def write_files(root: Path, files: list) -> None:
+    """Lay node files out under ROOT (a node's root, or a seed's tree), modes included."""
+    for f in files:
+        target = root / f.path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        secrets.write_secret(target, f.data, f.mode)
+
+
+def make_vm_disks(
+    conn: object, p: LabPlan, node: NodePlan, image: images.Image, files: list
+) -> None:
+    """The node's copy-on-write volume over the image, and its seed disk."""
+    vm = images.vm_image_paths(image, node.layer)
+    capacity = images.qcow2_virtual_size(vm.disk)
+    virt.create_volume(conn, p.pool, volume_xml(node.volume, capacity, str(vm.disk)))  # type: ignore[arg-type]
+    node.dir.mkdir(parents=True, exist_ok=True)
+    stage = node.dir / "seed-tree"
+    write_files(stage / "files", files)
+    images.make_seed(stage, node.seed)
+    shutil.rmtree(stage)
 
 
 def guest_config(p: LabPlan, node: NodePlan) -> Path:
     return p.xml_dir / f"{node.name}.xml"
 
 
-def start_pacemaker(p: LabPlan, reporter: Reporter, conn: object) -> pcmk.ClusterView:
+def start_pacemaker(p: LabPlan, reporter: Reporter, conns: Conns) -> pcmk.ClusterView:
     """Keys and config on every node, the cluster formed, remote nodes registered, all online."""
     authkey, corokey = stack.lab_keys(p)
     cluster = p.cluster_nodes
     others = [n for n in p.nodes if n.role != "cluster"]
-    fp = fencing.fence_plan(p, virt.default_uri(p.spec.backend))
+    fp = fencing.fence_plan(p, virt.default_uri(cluster[0].backend))
     if p.spec.fencing:
         secrets.write_secret(fp.key_file, secrets.random_bytes(fencing.KEY_BYTES))
         with reporter.phase("fence_virtd started"):
             fencing.start(p, fp)
 
-    def prepare(node: NodePlan) -> None:
+    def start_cluster_node(node: NodePlan) -> None:
         with connect(p, node) as c:
-            if node.role == "cluster":
-                stack.setup_cluster_node(c, p, authkey, corokey)
-                if p.spec.fencing:
-                    stack.push_secret(c, fp.key_file.read_bytes(), fencing.NODE_KEY_PATH)
-            else:
-                stack.setup_remote_node(c, authkey, p.spec.remote_port)
-
-    with reporter.phase("keys pushed, pacemaker_remote ensured"):
-        parallel(prepare, p.nodes)
-
-    guests = [n for n in others if n.role == "guest"]
-    if guests:
-        # Prepared; from here on the cluster, not labctl, starts and stops guests.
-        with reporter.phase("guests handed to the cluster"):
-            parallel(partial(_remove_domain_named, conn), [g.name for g in guests])
-
-    def start(node: NodePlan) -> None:
-        with connect(p, node) as c:
+            stack.setup_cluster_node(c, p, authkey, corokey)
+            if p.spec.fencing:
+                stack.push_secret(c, fp.key_file.read_bytes(), fencing.NODE_KEY_PATH)
             stack.start_cluster_node(c)
 
-    with reporter.phase("cluster formed"):
-        parallel(start, cluster)
-        with connect(p, cluster[0]) as c:
-            stack.wait_online(c, {n.name: "cluster" for n in cluster})
-            # Already in the seeded CIB; set again so a node that had a CIB of its
-            # own cannot have won with other values.
-            stack.set_properties(c, pcmk.lab_properties(p.spec.fencing))
-            if p.spec.fencing:
-                stack.create_resource(c, pcmk.to_text(fencing.stonith_primitive(p, fp)))
+    def prepare_other(node: NodePlan) -> None:
+        with connect(p, node) as c:
+            stack.setup_remote_node(c, authkey, p.spec.remote_port)
+        if node.role == "guest":
+            # Prepared; from here on the cluster, not labctl, starts and stops it.
+            virt.remove_domain(conns[node.backend], node.name)  # type: ignore[arg-type]
+
+    def prepare_others() -> None:
+        start = time.monotonic()
+        parallel(prepare_other, others)
+        reporter.timings["remote/guest nodes prepared (alongside)"] = time.monotonic() - start
+
+    # Remote and guest nodes are prepared while the cluster forms: neither waits
+    # for the other until the cluster must register them.
+    with ThreadPoolExecutor(max_workers=1) as side:
+        others_ready = side.submit(prepare_others)
+        with reporter.phase("cluster formed"):
+            parallel(start_cluster_node, cluster)
+            with connect(p, cluster[0]) as c:
+                stack.wait_online(c, {n.name: "cluster" for n in cluster})
+                # Already in the seeded CIB; set again so a node that had a CIB of
+                # its own cannot have won with other values.
+                stack.set_properties(c, pcmk.lab_properties(p.spec.fencing))
+                if p.spec.fencing:
+                    stack.create_resource(c, pcmk.to_text(fencing.stonith_primitive(p, fp)))
+        with reporter.phase("remote/guest nodes prepared"):
+            others_ready.result()
 
     def mark_formed(node: NodePlan) -> None:
         with connect(p, node) as c:
@@ -379,9 +466,9 @@ def start_pacemaker(p: LabPlan, reporter: Reporter, conn: object) -> pcmk.Cluste
                 rsc = pcmk.guest_primitive(
                     node,
                     config=str(guest_config(p, node)),
-                    hypervisor=virt.default_uri(p.spec.backend),
+                    hypervisor=virt.default_uri(node.backend),
                     port=p.spec.remote_port,
-                    force_stop=p.spec.backend == "lxc",
+                    force_stop=node.backend == "lxc",
                 )
             stack.create_resource(c, pcmk.to_text(rsc))
         return stack.wait_online(c, {n.name: n.role for n in p.nodes})
@@ -486,10 +573,6 @@ def _remove_domain(conn: object, d: virt.DomainInfo) -> bool:
     return virt.remove_domain(conn, d.name)  # type: ignore[arg-type]
 
 
-def _remove_domain_named(conn: object, name: str) -> bool:
-    return virt.remove_domain(conn, name)  # type: ignore[arg-type]
-
-
 def _stop_guests_cleanly(name: str, state_dir: Path, doms: list[virt.DomainInfo]) -> None:
     """Have the cluster stop its guests before labctl removes anything, so that it
     does not restart them while they are being torn down. Best effort: a lab whose
@@ -514,18 +597,20 @@ def _stop_guests_cleanly(name: str, state_dir: Path, doms: list[virt.DomainInfo]
 def _down(name: str, state_dir: Path) -> DownReport:
     lab_dirs = {state.labs_dir(state_dir) / name}
     removed: list[str] = []
-    found_net = False
-    for uri in (virt.LXC_URI,):
-        with virt.connection(uri) as conn:
-            doms = virt.lab_domains(conn, name)
-            _stop_guests_cleanly(name, state_dir, doms)
-            doms = virt.lab_domains(conn, name)
+    _stop_guests_cleanly(name, state_dir, all_lab_domains(name))
+    for conn in _connections():
+        try:
+            doms = virt.lab_domains(conn, name)  # type: ignore[arg-type]
             lab_dirs |= {
                 state.labs_dir(Path(d.meta.state_dir)) / name for d in doms if d.meta.state_dir
             }
             gone = parallel(partial(_remove_domain, conn), doms)
             removed += [d.name for d, ok in zip(doms, gone, strict=True) if ok]
-            found_net = virt.remove_network(conn, plan.network_name(name)) or found_net
+        finally:
+            conn.close()  # type: ignore[attr-defined]
+    with virt.connection(virt.LXC_URI) as conn:
+        found_net = virt.remove_network(conn, plan.network_name(name))
+        virt.remove_pool(conn, plan.network_name(name))
     for d in lab_dirs:
         fencing.stop(d / "fence_virtd.conf")
     n_mounts = 0

@@ -48,6 +48,15 @@ class NodePlan:
     mac: str
     layer: str  # image layer: "cluster" or "remote"
     dir: Path  # per-node state: upper/work dirs, root mount point
+    backend: str = "lxc"  # "lxc" (container) or "vm"
+
+    @property
+    def volume(self) -> str:
+        return f"{self.name}.qcow2"
+
+    @property
+    def seed(self) -> Path:
+        return self.dir / "seed.img"
 
     @property
     def upper(self) -> Path:
@@ -96,6 +105,18 @@ class LabPlan:
     @property
     def xml_dir(self) -> Path:
         return self.dir / "xml"
+
+    @property
+    def disks_dir(self) -> Path:
+        return self.dir / "disks"
+
+    @property
+    def pool(self) -> str:
+        return NETWORK_PREFIX + self.spec.name
+
+    @property
+    def vm_nodes(self) -> tuple[NodePlan, ...]:
+        return tuple(n for n in self.nodes if n.backend == "vm")
 
     @property
     def record(self) -> Path:
@@ -154,6 +175,10 @@ def make_plan(spec: LabSpec, subnet_index: int, state_dir: Path) -> LabPlan:
         roles.append((spec.mode, spec.nodes, OTHER_HOST_BASE))
     nodes = []
     for role, count, base in roles:
+        # With --backend vm, remote and guest nodes are VMs and the cluster nodes
+        # that run them stay containers (guest VMs are started by the cluster
+        # nodes through the host's libvirtd); in cluster mode every node is a VM.
+        vm = spec.backend == "vm" and (role != "cluster" or spec.mode == "cluster")
         for i in range(1, count + 1):
             host = base + i
             name = f"{spec.name}-{ROLE_LETTER[role]}{i}"
@@ -166,6 +191,7 @@ def make_plan(spec: LabSpec, subnet_index: int, state_dir: Path) -> LabPlan:
                     mac=node_mac(subnet_index, host),
                     layer=ROLE_LAYER[role],
                     dir=lab_dir / "nodes" / name,
+                    backend="vm" if vm else "lxc",
                 )
             )
     return LabPlan(spec=spec, network=network, nodes=tuple(nodes), dir=lab_dir)

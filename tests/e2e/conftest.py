@@ -46,6 +46,7 @@ def labctl_json(*args: str) -> object:
 class HostState:
     domains: frozenset[str]
     networks: frozenset[str]
+    pools: frozenset[str]
     mounts: frozenset[str]
     lab_dirs: frozenset[str]
     fence_virtds: frozenset[str]
@@ -66,18 +67,20 @@ def _fence_virtds() -> frozenset[str]:
 
 
 def host_state() -> HostState:
-    doms, nets = set(), set()
+    doms, nets, pools = set(), set(), set()
     for uri in ("lxc:///", "qemu:///system"):
         conn = libvirt.open(uri)
         try:
             doms |= {f"{uri}{d.name()}" for d in conn.listAllDomains()}
             nets |= {n.name() for n in conn.listAllNetworks()}
+            pools |= {p.name() for p in conn.listAllStoragePools()}
         finally:
             conn.close()
     labs = STATE_DIR / "labs"
     return HostState(
         domains=frozenset(doms),
         networks=frozenset(nets),
+        pools=frozenset(pools),
         mounts=frozenset(mounts.mounts_under(labs)),
         lab_dirs=frozenset(p.name for p in labs.iterdir()) if labs.is_dir() else frozenset(),
         fence_virtds=_fence_virtds(),

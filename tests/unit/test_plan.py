@@ -68,3 +68,18 @@ def test_unknown_node_name_lists_the_lab_nodes():
     p = make_plan(make_spec("demo", 2), 1, STATE)
     with pytest.raises(UsageError, match="demo-c1, demo-c2"):
         p.node("demo-c9")
+
+
+def test_vm_backend_makes_remote_and_guest_nodes_vms_and_keeps_their_cluster_in_containers():
+    p = make_plan(make_spec("v", 2, mode="remote", backend="vm"), 1, STATE)
+    assert [(n.name, n.backend) for n in p.nodes] == [
+        ("v-c1", "lxc"),
+        ("v-c2", "lxc"),
+        ("v-r1", "vm"),
+        ("v-r2", "vm"),
+    ]
+    assert [n.name for n in p.vm_nodes] == ["v-r1", "v-r2"]
+    c = make_plan(make_spec("v", 2, backend="vm"), 1, STATE)
+    assert {n.backend for n in c.nodes} == {"vm"}
+    assert p.pool == "labctl-v"
+    assert p.nodes[2].seed == STATE / "labs/v/nodes/v-r1/seed.img"

@@ -104,3 +104,31 @@ def test_metadata_round_trips_also_without_namespace():
 def test_foreign_metadata_is_rejected():
     with pytest.raises(ValueError):
         parse_metadata('<other xmlns="urn:x"/>')
+
+
+def test_qemu_domain_pool_and_volume_xml_are_valid():
+    from labctl.xml import pool_xml, qemu_domain_xml, volume_xml
+
+    p = make_plan(make_spec("demo", 1, mode="remote", backend="vm"), 1, STATE)
+    vm = p.nodes[-1]
+    text = qemu_domain_xml(
+        p,
+        vm,
+        domain_type="qemu",
+        kernel="/img/vm/remote-vmlinuz",
+        initrd="/img/vm/remote-initrd.img",
+        pool=p.pool,
+        volume=vm.volume,
+        seed=str(vm.seed),
+    )
+    assert_valid("domain", text)
+    assert re.search(r"^\s*<name>demo-r1</name>\s*$", text, re.M)
+    doc = etree.fromstring(text.encode())
+    assert doc.get("type") == "qemu"
+    assert "systemd.hostname=demo-r1" in doc.findtext("os/cmdline")
+    assert doc.find("devices/disk/source").get("volume") == "demo-r1.qcow2"
+    golden("domain-demo-r1-vm.xml", text)
+    assert_valid("storagepool", pool_xml(p.pool, str(p.disks_dir)))
+    vol = volume_xml(vm.volume, 2 << 30, "/img/vm/remote.qcow2")
+    assert_valid("storagevol", vol)
+    assert etree.fromstring(vol.encode()).findtext("backingStore/path") == "/img/vm/remote.qcow2"
