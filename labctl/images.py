@@ -246,6 +246,11 @@ def _customize_base(tree: Path) -> None:
     _run(["chroot", str(tree), "systemctl", "mask", *MASKED_UNITS])
 
 
+# Overlay mounts made while building or using an image live in a mount
+# namespace of their own: the host never sees them, and they end with it.
+PRIVATE_MOUNT_NS_SHELL = ("unshare", "-m", "--propagation", "private", "sh", "-c")
+
+
 def _build_layer(
     lowers: list[Path],
     layer: Path,
@@ -279,12 +284,7 @@ umount "$merged/proc"
     )
     _run(
         [
-            "unshare",
-            "-m",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
+            *PRIVATE_MOUNT_NS_SHELL,
             script,
             "layer",
             ":".join(map(str, lowers)),
@@ -531,12 +531,7 @@ exec chroot "$scratch/m" "$@"
     try:
         return subprocess.run(
             [
-                "unshare",
-                "-m",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
+                *PRIVATE_MOUNT_NS_SHELL,
                 script,
                 "run",
                 str(img.base),

@@ -77,6 +77,29 @@ def network_xml(net: NetworkPlan, nodes: tuple[NodePlan, ...]) -> str:
     return serialize(E.network(*children))
 
 
+def _identity(plan: LabPlan, node: NodePlan) -> list[etree._Element]:
+    """Name, labctl metadata and size: what every lab domain starts with."""
+    meta = LabMetadata(
+        lab=plan.name, role=node.role, node=node.name, state_dir=str(plan.dir.parent.parent)
+    )
+    return [
+        E.name(node.name),
+        E.metadata(metadata_element(meta)),
+        E.memory(str(plan.spec.memory_mib), unit="MiB"),
+        E.vcpu(str(plan.spec.vcpus)),
+    ]
+
+
+def _lifecycle() -> list[etree._Element]:
+    # on_reboot=restart: fence_xvm's reboot and a node's own reboot both come back.
+    return [
+        E.clock(offset="utc"),
+        E.on_poweroff("destroy"),
+        E.on_reboot("restart"),
+        E.on_crash("destroy"),
+    ]
+
+
 def lxc_domain_xml(
     plan: LabPlan,
     node: NodePlan,
@@ -105,20 +128,11 @@ def lxc_domain_xml(
         if m.readonly:
             el.append(E.readonly())
         fs.append(el)
-    meta = LabMetadata(
-        lab=plan.name, role=node.role, node=node.name, state_dir=str(plan.dir.parent.parent)
-    )
     dom = E.domain(
-        E.name(node.name),
-        E.metadata(metadata_element(meta)),
-        E.memory(str(plan.spec.memory_mib), unit="MiB"),
-        E.vcpu(str(plan.spec.vcpus)),
+        *_identity(plan, node),
         E.os(*os_children),
         E.features(E.privnet()),
-        E.clock(offset="utc"),
-        E.on_poweroff("destroy"),
-        E.on_reboot("restart"),
-        E.on_crash("destroy"),
+        *_lifecycle(),
         E.devices(
             E.emulator(LXC_EMULATOR),
             *fs,
@@ -152,14 +166,8 @@ def qemu_domain_xml(
     of emulated firmware counts. The seed disk carries the node's identity.
     """
     cmdline = f"root=/dev/vda rw console=ttyS0 systemd.hostname={node.name} quiet"
-    meta = LabMetadata(
-        lab=plan.name, role=node.role, node=node.name, state_dir=str(plan.dir.parent.parent)
-    )
     dom = E.domain(
-        E.name(node.name),
-        E.metadata(metadata_element(meta)),
-        E.memory(str(plan.spec.memory_mib), unit="MiB"),
-        E.vcpu(str(plan.spec.vcpus)),
+        *_identity(plan, node),
         E.os(
             E.type("hvm", arch="x86_64", machine="pc"),
             E.kernel(kernel),
@@ -167,10 +175,7 @@ def qemu_domain_xml(
             E.cmdline(cmdline),
         ),
         E.features(E.acpi()),
-        E.clock(offset="utc"),
-        E.on_poweroff("destroy"),
-        E.on_reboot("restart"),
-        E.on_crash("destroy"),
+        *_lifecycle(),
         E.devices(
             E.emulator(QEMU_EMULATOR),
             E.disk(
