@@ -149,6 +149,13 @@ def up(
 def down(
     name: Annotated[str | None, typer.Argument(help="Lab to remove.")] = None,
     all_labs: Annotated[bool, typer.Option("--all", help="Remove every lab on this host.")] = False,
+    fast: Annotated[
+        bool,
+        typer.Option(
+            "--fast",
+            help="Guest labs: maintenance mode instead of having the cluster stop each guest.",
+        ),
+    ] = False,
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
     """Remove a lab and everything it made; safe to run twice."""
@@ -157,7 +164,7 @@ def down(
             raise LabctlError("give either a lab name or --all")
         names = lab.list_labs(state_dir) if all_labs else [validate_name(name or "")]
         for n in names:
-            r = lab.down(n, state_dir)
+            r = lab.down(n, state_dir, fast=fast)
             if r.anything:
                 out.print(
                     f"lab {n}: removed {len(r.domains)} domain(s), "

@@ -83,3 +83,10 @@ def test_guest_mode_guests_online_run_a_resource_and_recover_from_destroy(labs, 
 
     labctl("down", lab)
     assert host_state() == before
+
+
+def test_fast_down_of_a_guest_lab_leaves_nothing(labs, before):
+    lab = labs.name()
+    labctl("up", "--nodes", "2", "--mode", "guest", "--no-fencing", "--name", lab)
+    labctl("down", "--fast", lab)
+    assert host_state() == before
