@@ -571,7 +571,8 @@ def down(name: str, state_dir: Path, fast: bool = False) -> DownReport:
 
 
 def _remove_domain(conn: object, d: virt.DomainInfo) -> bool:
-    return virt.remove_domain(conn, d.name)  # type: ignore[arg-type]
+    # Teardown: nothing in the node needs a graceful stop.
+    return virt.remove_domain(conn, d.name, kill_init=True)  # type: ignore[arg-type]
 
 
 def _stop_guests_cleanly(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -162,28 +163,41 @@ def remove_network(conn: libvirt.virConnect, name: str) -> bool:
 
 def define_and_start(conn: libvirt.virConnect, xml: str) -> None:
     dom = conn.defineXML(xml)
-    try:
-        dom.create()
-    except libvirt.libvirtError as e:
-        raise LabctlError(f"starting domain {dom.name()} failed: {e.get_error_message()}") from None
+    _retry_once(dom.create, f"domain {dom.name()}")
+
+
+# Seen when some twenty containers start at once: libvirt_lxc fails to join a
+# cgroup it has just made ("Unable to write to .../tasks"). A second try works.
+_RETRYABLE = "Failure in libvirt_lxc startup"
+
+
+def _retry_once(start: Callable[[], object], what: str) -> None:
+    for attempt in (1, 2):
+        try:
+            start()
+            return
+        except libvirt.libvirtError as e:
+            if attempt == 1 and _RETRYABLE in (e.get_error_message() or ""):
+                time.sleep(0.5)
+                continue
+            raise LabctlError(f"starting {what} failed: {e.get_error_message()}") from None
 
 
 def create_transient(conn: libvirt.virConnect, xml: str) -> None:
-    try:
-        conn.createXML(xml)
-    except libvirt.libvirtError as e:
-        raise LabctlError(f"starting a transient domain failed: {e.get_error_message()}") from None
+    _retry_once(lambda: conn.createXML(xml), "a transient domain")
 
 
-def remove_domain(conn: libvirt.virConnect, name: str) -> bool:
-    """Destroy (hard stop) and undefine domain NAME; False if there was none."""
+def remove_domain(conn: libvirt.virConnect, name: str, kill_init: bool = False) -> bool:
+    """Destroy (hard stop) and undefine domain NAME; False if there was none.
+
+    KILL_INIT (teardown only): for a container, SIGKILL its init first."""
     try:
         dom = conn.lookupByName(name)
     except libvirt.libvirtError as e:
         if _no_such(e):
             return False
         raise
-    if dom.isActive() and conn.getType() == "LXC":
+    if kill_init and dom.isActive() and conn.getType() == "LXC":
         # A container's systemd ignores SIGTERM, so libvirt's destroy would wait
         # ~1-2 s before its SIGKILL; killing init from the host ends the whole
         # container at once. Nothing in a lab node needs a graceful stop.
