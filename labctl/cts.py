@@ -112,11 +112,6 @@ CTS_LAB_SINCE = (2, 1, 7)  # assumption: first release with cts/cts-lab
 FENCING_OPTIONS_SINCE = (3, 0, 2)  # --fencing-agent/--fencing-params (issue text)
 
 
-def host_packages() -> tuple[str, ...]:
-    """Debian packages the host needs to prepare a CTS tree (2.1.5 on bookworm)."""
-    return HOST_PACKAGES
-
-
 # ------------------------------------------------------------------ versions
 
 

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from labctl import pacemaker as pcmk
 from labctl import ssh
 from labctl.errors import CommandError, LabctlError, WaitTimeout
 from labctl.plan import LabPlan, NodePlan
-
-Connect = Callable[[NodePlan], ssh.Connection]
 
 CLUSTER_TIMEOUT = 240.0
 
@@ -38,13 +35,6 @@ def push_authkey(c: ssh.Connection, key: bytes) -> None:
 def push_secret(c: ssh.Connection, data: bytes, path: str) -> None:
     c.run(f"mkdir -p {shlex.quote(str(Path(path).parent))}")
     c.put(data, path, mode=0o600)
-
-
-def authkey_facts(c: ssh.Connection) -> tuple[str, str]:
-    """(sha256, 'owner:group mode') of the node's authkey."""
-    r = c.run(f"sha256sum {pcmk.AUTHKEY_PATH} && stat -c '%U:%G %a' {pcmk.AUTHKEY_PATH}")
-    lines = r.stdout.splitlines()
-    return lines[0].split()[0], lines[1].strip()
 
 
 def setup_cluster_node(c: ssh.Connection, plan: LabPlan, authkey: bytes, corokey: bytes) -> None:

@@ -213,10 +213,6 @@ def remove_domain(conn: libvirt.virConnect, name: str, kill_init: bool = False) 
     return True
 
 
-def domain_xml(conn: libvirt.virConnect, name: str) -> str:
-    return conn.lookupByName(name).XMLDesc()
-
-
 def driver_ok(uri: str) -> tuple[bool, str]:
     """Whether a connection to URI opens, and what it said."""
     try:
