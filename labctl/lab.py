@@ -447,7 +447,7 @@ def start_pacemaker(p: LabPlan, reporter: Reporter, conns: Conns) -> pcmk.Cluste
                 stack.wait_online(c, {n.name: "cluster" for n in cluster})
                 # Already in the seeded CIB; set again so a node that had a CIB of
                 # its own cannot have won with other values.
-                stack.set_properties(c, pcmk.lab_properties(p.spec.fencing))
+                stack.set_properties(c, pcmk.lab_properties(p.spec.fencing, p.spec.mode == "guest"))
                 if p.spec.fencing:
                     stack.create_resource(c, pcmk.to_text(fencing.stonith_primitive(p, fp)))
         with reporter.phase("remote/guest nodes prepared"):

@@ -27,7 +27,7 @@ AUTOMATIC_PROPERTIES = frozenset(
 )
 
 
-def lab_properties(fencing: bool) -> dict[str, str]:
+def lab_properties(fencing: bool, guests: bool = False) -> dict[str, str]:
     """Cluster properties labctl sets explicitly on every lab (and `status` shows).
 
     dc-deadtime: how long a starting controller waits to hear of an existing DC
@@ -35,8 +35,16 @@ def lab_properties(fencing: bool) -> dict[str, str]:
     where a lab's nodes share one host bridge. Cuts cluster formation from ~25 s
     to ~5 s. CTS's --clobber-cib erases it, so CTS runs with Pacemaker's default.
     stonith-enabled is said explicitly either way.
+    start-failure-is-fatal=false (guest labs): on this kind of host, libvirt's LXC
+    driver now and then fails a container start on a cgroup race ("Failure in
+    libvirt_lxc startup: Unable to write to .../tasks"); with the default, two
+    such failures ban a guest from both cluster nodes for good, where a retry
+    on the same node works.
     """
-    return {"dc-deadtime": "2s", "stonith-enabled": "true" if fencing else "false"}
+    props = {"dc-deadtime": "2s", "stonith-enabled": "true" if fencing else "false"}
+    if guests:
+        props["start-failure-is-fatal"] = "false"
+    return props
 
 
 def seed_cib_command(props: dict[str, str]) -> str:

@@ -44,7 +44,8 @@ def setup_cluster_node(c: ssh.Connection, plan: LabPlan, authkey: bytes, corokey
     push_authkey(c, authkey)
     c.put(corokey, pcmk.COROSYNC_AUTHKEY, mode=0o400)
     c.put(pcmk.corosync_conf(plan).encode(), pcmk.COROSYNC_CONF, mode=0o644)
-    c.run(pcmk.seed_cib_command(pcmk.lab_properties(plan.spec.fencing)))
+    props = pcmk.lab_properties(plan.spec.fencing, plan.spec.mode == "guest")
+    c.run(pcmk.seed_cib_command(props))
 
 
 def start_cluster_node(c: ssh.Connection) -> None:

@@ -72,4 +72,5 @@ def test_guest_resources_pass_crm_verify(image):
         for n in p.nodes
         if n.role == "guest"
     ]
-    crm_verify(image, pcmk.cib_document(guests, pcmk.lab_properties(False), ("demo-c1",)))
+    props = pcmk.lab_properties(False, guests=True)
+    crm_verify(image, pcmk.cib_document(guests, props, ("demo-c1",)))

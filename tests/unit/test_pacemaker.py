@@ -46,6 +46,8 @@ def test_lab_properties_say_stonith_enabled_explicitly():
     assert pcmk.lab_properties(False)["stonith-enabled"] == "false"
     assert pcmk.lab_properties(True)["stonith-enabled"] == "true"
     assert pcmk.lab_properties(True)["dc-deadtime"] == "2s"
+    assert "start-failure-is-fatal" not in pcmk.lab_properties(True)
+    assert pcmk.lab_properties(True, guests=True)["start-failure-is-fatal"] == "false"
 
 
 def test_crm_mon_of_a_healthy_three_node_cluster():
