@@ -65,6 +65,7 @@ def _no_such(e: libvirt.libvirtError) -> bool:
     return e.get_error_code() in (
         libvirt.VIR_ERR_NO_DOMAIN,
         libvirt.VIR_ERR_NO_NETWORK,
+        libvirt.VIR_ERR_NO_STORAGE_POOL,
         libvirt.VIR_ERR_OPERATION_INVALID,  # e.g. destroy of a domain that is not running
     )
 
@@ -256,7 +257,7 @@ def remove_pool(conn: libvirt.virConnect, name: str) -> bool:
     try:
         pool = conn.storagePoolLookupByName(name)
     except libvirt.libvirtError as e:
-        if e.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+        if _no_such(e):
             return False
         raise
     persistent = pool.isPersistent()  # a transient pool is gone once destroyed
