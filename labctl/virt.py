@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import libvirt
 from lxml import etree
@@ -16,6 +17,8 @@ from lxml import etree
 from labctl.errors import HostError, LabctlError
 from labctl.plan import lab_of_network
 from labctl.xml import METADATA_NS, LabMetadata, parse_metadata
+
+T = TypeVar("T")
 
 # libvirt prints every error to stderr by default; labctl reports them itself.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -68,6 +71,16 @@ def _no_such(e: libvirt.libvirtError) -> bool:
         libvirt.VIR_ERR_NO_STORAGE_POOL,
         libvirt.VIR_ERR_OPERATION_INVALID,  # e.g. destroy of a domain that is not running
     )
+
+
+def _lookup(lookup: Callable[[str], T], name: str) -> T | None:
+    """LOOKUP(NAME), or None when libvirt has no such object."""
+    try:
+        return lookup(name)
+    except libvirt.libvirtError as e:
+        if _no_such(e):
+            return None
+        raise
 
 
 @dataclass(frozen=True)
@@ -145,12 +158,9 @@ def create_network(conn: libvirt.virConnect, xml: str) -> None:
 
 def remove_network(conn: libvirt.virConnect, name: str) -> bool:
     """Stop and undefine network NAME; False if there was none."""
-    try:
-        net = conn.networkLookupByName(name)
-    except libvirt.libvirtError as e:
-        if _no_such(e):
-            return False
-        raise
+    net = _lookup(conn.networkLookupByName, name)
+    if net is None:
+        return False
     try:
         if net.isActive():
             net.destroy()
@@ -192,12 +202,9 @@ def remove_domain(conn: libvirt.virConnect, name: str, kill_init: bool = False) 
     """Destroy (hard stop) and undefine domain NAME; False if there was none.
 
     KILL_INIT (teardown only): for a container, SIGKILL its init first."""
-    try:
-        dom = conn.lookupByName(name)
-    except libvirt.libvirtError as e:
-        if _no_such(e):
-            return False
-        raise
+    dom = _lookup(conn.lookupByName, name)
+    if dom is None:
+        return False
     if kill_init and dom.isActive() and conn.getType() == "LXC":
         # A container's systemd ignores SIGTERM, so libvirt's destroy would wait
         # ~1-2 s before its SIGKILL; killing init from the host ends the whole
@@ -254,12 +261,9 @@ def create_volume(conn: libvirt.virConnect, pool: str, xml: str) -> str:
 
 def remove_pool(conn: libvirt.virConnect, name: str) -> bool:
     """Delete every volume of pool NAME and the pool itself; False if there was none."""
-    try:
-        pool = conn.storagePoolLookupByName(name)
-    except libvirt.libvirtError as e:
-        if _no_such(e):
-            return False
-        raise
+    pool = _lookup(conn.storagePoolLookupByName, name)
+    if pool is None:
+        return False
     persistent = pool.isPersistent()  # a transient pool is gone once destroyed
     if pool.isActive():
         pool.refresh(0)
