@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labctl import __version__, cts_run, host, images, lab
+from labctl import __version__, cloudimage, cts_run, host, images, lab
 from labctl.errors import LabctlError
 from labctl.spec import DEFAULT_CLUSTER_NODES, MAX_NODES, make_spec, validate_name
 from labctl.state import DEFAULT_STATE_DIR
@@ -100,7 +101,20 @@ def up(
     network: Annotated[
         str, typer.Option("--network", help="isolated (default) or nat.")
     ] = "isolated",
-    image: Annotated[str, typer.Option("--image", help="Base image.")] = images.DEFAULT_IMAGE,
+    image: Annotated[
+        str,
+        typer.Option(
+            "--image",
+            help="A built image's name, or (with --backend vm) a cloud image: PATH or URL "
+            "of a qcow2 with cloud-init.",
+        ),
+    ] = images.DEFAULT_IMAGE,
+    image_checksum: Annotated[
+        str | None,
+        typer.Option(
+            "--image-checksum", help="sha256:HEX or sha512:HEX of --image PATH|URL (URL: needed)."
+        ),
+    ] = None,
     memory: Annotated[int, typer.Option("--memory", help="Memory per node, MiB.")] = 512,
     vcpus: Annotated[int, typer.Option("--vcpus", help="vCPUs per node.")] = 1,
     remote_port: Annotated[
@@ -132,6 +146,7 @@ def up(
             vcpus=vcpus,
             remote_port=remote_port,
             fencing=fencing,
+            image_checksum=image_checksum,
         )
         s = lab.up(spec, state_dir, _reporter(), keep_on_failure=keep_on_failure, mirror=mirror)
     except LabctlError as e:
@@ -260,10 +275,20 @@ def image_build(
 
 @image_app.command("list")
 def image_list(state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False) -> None:
-    """Built images."""
+    """Built images, and the cloud images cached for --image PATH|URL."""
     imgs = images.list_images(state_dir)
+    clouds = cloudimage.list_cached(state_dir)
     if as_json:
-        out.print_json(json.dumps([i.manifest for i in imgs]))
+        cloud_rows = [
+            {
+                "sha256": c.sha256,
+                "source": c.source,
+                "virtual_size": c.virtual_size,
+                "path": str(c.path),
+            }
+            for c in clouds
+        ]
+        out.print_json(json.dumps({"built": [i.manifest for i in imgs], "cloud": cloud_rows}))
         return
     t = Table()
     for col in ("image", "suite", "created", "layers (MiB)", "checksum"):
@@ -279,16 +304,29 @@ def image_list(state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False)
             m["checksum"][:19] + "…",
         )
     out.print(t)
+    if clouds:
+        c_t = Table(title="cloud images (--image PATH|URL)")
+        for col in ("sha256", "source", "size (GiB)"):
+            c_t.add_column(col)
+        for c in clouds:
+            c_t.add_row(c.sha256[:16] + "…", c.source, f"{c.virtual_size / 2**30:.1f}")
+        out.print(c_t)
 
 
 @image_app.command("rm")
 def image_rm(
-    name: Annotated[str, typer.Argument(help="Image name.")],
+    name: Annotated[
+        str, typer.Argument(help="A built image's name, or the sha256 (prefix) of a cloud image.")
+    ],
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
-    """Delete a built image (refused while a lab uses it)."""
+    """Delete a built image or a cached cloud image (refused while a lab uses it)."""
     try:
         host.require_root("labctl image rm")
+        if name not in images.IMAGES and re.fullmatch(r"[0-9a-fA-F]{6,64}", name):
+            gone = cloudimage.remove_cached(state_dir, name)
+            out.print(f"cloud image {gone.sha256[:12]}… ({gone.source}) removed")
+            return
         images.remove_image(state_dir, name)
     except LabctlError as e:
         _fail(e)

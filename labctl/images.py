@@ -251,7 +251,7 @@ def _customize_base(tree: Path) -> None:
 PRIVATE_MOUNT_NS_SHELL = ("unshare", "-m", "--propagation", "private", "sh", "-c")
 
 
-def _build_layer(
+def build_layer(
     lowers: list[Path],
     layer: Path,
     packages: tuple[str, ...],
@@ -357,7 +357,7 @@ def build_image(
         for lname, pkgs in idef.layers.items():
             progress(f"layer {lname}: {', '.join(pkgs)}")
             layer = build / lname
-            _build_layer([base], layer, pkgs, build / f".scratch-{lname}")
+            build_layer([base], layer, pkgs, build / f".scratch-{lname}")
             shutil.rmtree(build / f".scratch-{lname}")
             _layer_post(base, layer, lname)
             layers[lname] = layer
@@ -430,7 +430,7 @@ cp "$(ls "$merged"/boot/initrd.img-* | tail -n 1)" "$INITRD"
 mkfs.ext4 -q -L root -d "$merged" "$RAW" "$SIZE"
 """
         progress(f"VM image {role_layer}: kernel ({', '.join(VM_KERNEL_PACKAGES)}), ext4, qcow2")
-        _build_layer(
+        build_layer(
             [img.layer(role_layer), img.base],
             scratch / "kernel-layer",
             VM_KERNEL_PACKAGES,

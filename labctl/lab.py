@@ -14,7 +14,20 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from labctl import fencing, host, images, mounts, plan, secrets, ssh, stack, state, virt
+from labctl import (
+    cloudimage,
+    cloudinit,
+    fencing,
+    host,
+    images,
+    mounts,
+    plan,
+    secrets,
+    ssh,
+    stack,
+    state,
+    virt,
+)
 from labctl import pacemaker as pcmk
 from labctl.errors import LabctlError, NotFoundError, UsageError
 from labctl.plan import LabPlan, NodePlan
@@ -244,6 +257,16 @@ def up(
                 f"lab {spec.name!r} already exists (or is left over): "
                 f"`labctl down {spec.name}` first, or pick another --name"
             )
+        cloud = None
+        if spec.cloud_image:
+            # First: a wrong checksum should not cost the user an image build.
+            with reporter.phase("cloud image"):
+                cloud = cloudimage.import_image(
+                    state_dir,
+                    spec.cloud_image,
+                    cloudimage.parse_checksum(spec.image_checksum) if spec.image_checksum else None,
+                    reporter.emit,
+                )
         image = images.find_image(state_dir, spec.image)
         if image is None or image.stale:
             with reporter.phase(f"build image {spec.image}"):
@@ -255,7 +278,7 @@ def up(
         with _allocation_lock(state_dir):
             index = plan.pick_subnet_index(virt.network_subnets(conn) + host.host_subnets())
             p = plan.make_plan(spec, index, state_dir)
-            vm_layers = sorted({n.layer for n in p.vm_nodes})
+            vm_layers = sorted({n.layer for n in p.vm_nodes}) if cloud is None else []
             for layer in vm_layers:
                 if images.find_vm_image(image, layer) is None:
                     with reporter.phase(f"build VM image {layer}"):
@@ -274,7 +297,7 @@ def up(
                 _down(spec.name, state_dir)
                 raise
         try:
-            _create(conns, p, image, reporter)
+            _create(conns, p, image, reporter, cloud)
             state.write_record(p, "up")
         except BaseException:
             if keep_on_failure:
@@ -297,7 +320,13 @@ def _allocation_lock(state_dir: Path) -> Iterator[None]:
         yield
 
 
-def _create(conns: Conns, p: LabPlan, image: images.Image, reporter: Reporter) -> None:
+def _create(
+    conns: Conns,
+    p: LabPlan,
+    image: images.Image,
+    reporter: Reporter,
+    cloud: cloudimage.CloudImage | None = None,
+) -> None:
     lab_priv, lab_pub = secrets.new_ed25519(f"labctl-{p.name}")
     secrets.write_secret(p.private_key, lab_priv)
     (p.ssh_dir / "id_ed25519.pub").write_text(lab_pub + "\n")
@@ -325,8 +354,27 @@ def _create(conns: Conns, p: LabPlan, image: images.Image, reporter: Reporter) -
         )
 
     def make_root(node: NodePlan) -> None:
+        if node.backend == "vm" and cloud:
+            hk_priv, hk_pub = host_keys[node.name]
+            documents = cloudinit.seed_documents(
+                p,
+                node,
+                files_of(node),
+                host_key_private=hk_priv,
+                host_key_public=hk_pub,
+                lab_key_public=lab_pub,
+            )
+            make_vm_disks(
+                conns["vm"], p, node, cloud.path, cloud.virtual_size,
+                partial(cloudinit.write_seed, documents=documents),
+            )  # fmt: skip
+            return
         if node.backend == "vm":
-            make_vm_disks(conns["vm"], p, node, image, files_of(node))
+            vm = images.vm_image_paths(image, node.layer)
+            make_vm_disks(
+                conns["vm"], p, node, vm.disk, images.qcow2_virtual_size(vm.disk),
+                partial(write_ext4_seed, files=files_of(node)),
+            )  # fmt: skip
             return
         mounts.mount_overlay(
             [image.layer(node.layer), image.base], node.upper, node.work, node.root
@@ -347,8 +395,9 @@ def _create(conns: Conns, p: LabPlan, image: images.Image, reporter: Reporter) -
                 p,
                 node,
                 domain_type="kvm" if host.kvm_status()[0] else "qemu",
-                kernel=str(vm.kernel),
-                initrd=str(vm.initrd),
+                # A cloud image boots through its own firmware and boot loader.
+                kernel=None if cloud else str(vm.kernel),
+                initrd=None if cloud else str(vm.initrd),
                 pool=p.pool,
                 volume=node.volume,
                 seed=str(node.seed),
@@ -374,6 +423,11 @@ def _create(conns: Conns, p: LabPlan, image: images.Image, reporter: Reporter) -
         ssh.wait_for_banner(str(node.ip), timeout=timeout)
         with connect(p, node) as c:
             c.run("true")
+            if node.backend == "vm" and cloud:
+                # Its write_files and keys must be in place before labctl goes on.
+                r = c.run("cloud-init status --wait --long", check=False)
+                if r.status != 0:
+                    reporter.emit(f"{node.name}: cloud-init reported: {r.stdout.strip()[-300:]}")
 
     with reporter.phase("ssh ready"):
         parallel(reach, p.nodes)
@@ -390,16 +444,24 @@ def write_files(root: Path, files: list) -> None:
 
 
 def make_vm_disks(
-    conn: object, p: LabPlan, node: NodePlan, image: images.Image, files: list
+    conn: object,
+    p: LabPlan,
+    node: NodePlan,
+    backing: Path,
+    capacity: int,
+    write_seed: Callable[[Path], None],
 ) -> None:
-    """The node's copy-on-write volume over the image, and its seed disk."""
-    vm = images.vm_image_paths(image, node.layer)
-    capacity = images.qcow2_virtual_size(vm.disk)
-    virt.create_volume(conn, p.pool, volume_xml(node.volume, capacity, str(vm.disk)))  # type: ignore[arg-type]
+    """The node's copy-on-write volume over BACKING, and its seed disk."""
+    virt.create_volume(conn, p.pool, volume_xml(node.volume, capacity, str(backing)))  # type: ignore[arg-type]
     node.dir.mkdir(parents=True, exist_ok=True)
-    stage = node.dir / "seed-tree"
+    write_seed(node.seed)
+
+
+def write_ext4_seed(seed: Path, files: list) -> None:
+    """labctl's own VM images copy the files of this ext4 disk over their root."""
+    stage = seed.parent / "seed-tree"
     write_files(stage / "files", files)
-    images.make_seed(stage, node.seed)
+    images.make_seed(stage, seed)
     shutil.rmtree(stage)
 
 

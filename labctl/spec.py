@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from labctl.cloudimage import is_image_ref, is_url, parse_checksum
 from labctl.errors import UsageError
 
 Mode = Literal["cluster", "remote", "guest"]
@@ -21,6 +22,7 @@ BACKENDS: tuple[str, ...] = get_args(Backend)
 MAX_NODES = 64
 MAX_CLUSTER_NODES = 16  # corosync/knet handles more, but a lab on one host gains nothing
 DEFAULT_CLUSTER_NODES = 2  # remote/guest labs: the smallest cluster that can fail over
+DEFAULT_IMAGE = "debian12"
 MAX_NAME = 20  # so that "NAME-g64" stays a short host name and a short domain name
 
 _NAME_RE = re.compile(r"^[a-z](?:[a-z0-9-]*[a-z0-9])?$")
@@ -36,11 +38,13 @@ class LabSpec:
     cluster_nodes: int = 0  # cluster nodes besides the N remote/guest nodes; 0 in cluster mode
     backend: Backend = "lxc"
     network: NetworkKind = "isolated"
-    image: str = "debian12"
+    image: str = DEFAULT_IMAGE  # the built image containers (and VMs, unless cloud_image) use
     memory_mib: int = 512
     vcpus: int = 1
     remote_port: int = 3121
     fencing: bool = False
+    cloud_image: str | None = None  # a user's qcow2 (path or URL) for the VM nodes
+    image_checksum: str | None = None  # "sha256:HEX" or "sha512:HEX"
 
     @property
     def total_nodes(self) -> int:
@@ -70,11 +74,12 @@ def make_spec(
     cluster_nodes: int | None = None,
     backend: str = "lxc",
     network: str = "isolated",
-    image: str = "debian12",
+    image: str = DEFAULT_IMAGE,
     memory_mib: int = 512,
     vcpus: int = 1,
     remote_port: int = 3121,
     fencing: bool = False,
+    image_checksum: str | None = None,
 ) -> LabSpec:
     """Validate raw user input into a LabSpec; every problem is a one-line UsageError."""
     validate_name(name)
@@ -109,6 +114,23 @@ def make_spec(
         raise UsageError(f"--vcpus must be between 1 and 64 (got {vcpus})")
     if not 1 <= remote_port <= 65535:
         raise UsageError(f"--remote-port must be a TCP port, 1-65535 (got {remote_port})")
+    cloud_image = None
+    if is_image_ref(image):
+        if backend != "vm":
+            raise UsageError(
+                f"--image {image} is a disk image, which only VMs boot: add --backend vm, "
+                "or give a built image's name (see `labctl image list`)"
+            )
+        if is_url(image) and image_checksum is None:
+            raise UsageError(
+                f"--image {image} is a URL: give --image-checksum sha256:HEX "
+                "(the checksum its publisher lists)"
+            )
+        cloud_image, image = image, DEFAULT_IMAGE
+    elif image_checksum is not None:
+        raise UsageError("--image-checksum is for --image PATH|URL (a cloud image)")
+    if image_checksum is not None:
+        image_checksum = str(parse_checksum(image_checksum))
     return LabSpec(
         name=name,
         nodes=nodes,
@@ -121,4 +143,6 @@ def make_spec(
         vcpus=vcpus,
         remote_port=remote_port,
         fencing=fencing,
+        cloud_image=cloud_image,
+        image_checksum=image_checksum,
     )

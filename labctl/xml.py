@@ -154,25 +154,28 @@ def qemu_domain_xml(
     node: NodePlan,
     *,
     domain_type: str,
-    kernel: str,
-    initrd: str,
+    kernel: str | None,
+    initrd: str | None,
     pool: str,
     volume: str,
     seed: str,
 ) -> str:
-    """A VM booting the image's kernel directly from a copy-on-write volume.
+    """A VM on a copy-on-write volume, with a seed disk carrying its identity.
 
-    Direct kernel boot skips the firmware and boot loader: under TCG every second
-    of emulated firmware counts. The seed disk carries the node's identity.
+    With KERNEL (labctl's own images) it boots that kernel directly: under TCG
+    every second of emulated firmware counts. Without it (a user's cloud image)
+    the firmware boots the disk through the image's own boot loader.
     """
-    cmdline = f"root=/dev/vda rw console=ttyS0 systemd.hostname={node.name} quiet"
+    if kernel:
+        cmdline = f"root=/dev/vda rw console=ttyS0 systemd.hostname={node.name} quiet"
+        boot = [E.kernel(kernel), E.initrd(initrd or ""), E.cmdline(cmdline)]
+    else:
+        boot = [E.boot(dev="hd")]
     dom = E.domain(
         *_identity(plan, node),
         E.os(
             E.type("hvm", arch="x86_64", machine="pc"),
-            E.kernel(kernel),
-            E.initrd(initrd),
-            E.cmdline(cmdline),
+            *boot,
         ),
         E.features(E.acpi()),
         *_lifecycle(),

@@ -59,3 +59,48 @@ def test_cluster_nodes_option_is_not_for_cluster_mode():
 def test_resource_options_are_range_checked(kw):
     with pytest.raises(UsageError):
         make_spec("demo", 1, **kw)
+
+
+SHA = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    "image", ["/srv/debian-12-genericcloud-amd64.qcow2", "img.qcow2", "https://h.example/d.qcow2"]
+)
+def test_a_cloud_image_is_for_vms_and_keeps_the_built_image_for_containers(image):
+    s = make_spec("demo", 1, mode="remote", backend="vm", image=image, image_checksum=SHA)
+    assert (s.cloud_image, s.image, s.image_checksum) == (image, "debian12", f"sha256:{SHA}")
+    with pytest.raises(UsageError, match="--backend vm"):
+        make_spec("demo", 1, mode="remote", image=image, image_checksum=SHA)
+
+
+def test_a_url_needs_a_checksum_and_a_path_does_not():
+    with pytest.raises(UsageError, match="--image-checksum sha256:HEX"):
+        make_spec("demo", 1, backend="vm", image="http://127.0.0.1:8/c.qcow2")
+    assert make_spec("demo", 1, backend="vm", image="/c.qcow2").image_checksum is None
+
+
+def test_a_checksum_without_a_cloud_image_is_refused():
+    with pytest.raises(UsageError, match=r"--image PATH\|URL"):
+        make_spec("demo", 1, backend="vm", image_checksum=SHA)
+
+
+@pytest.mark.parametrize(
+    ("text", "algorithm"),
+    [(SHA, "sha256"), (f"SHA256:{SHA.upper()}", "sha256"), ("cd" * 64, "sha512")],
+)
+def test_checksums_are_read_by_prefix_or_length(text, algorithm):
+    from labctl.cloudimage import parse_checksum
+
+    c = parse_checksum(text)
+    assert (c.algorithm, len(c.hexdigest), c.hexdigest.islower()) == (
+        algorithm,
+        len(text.split(":")[-1]),
+        True,
+    )
+
+
+@pytest.mark.parametrize("text", ["md5:" + "a" * 32, "sha256:xyz", "a" * 40, "sha512:" + SHA])
+def test_bad_checksums_are_refused(text):
+    with pytest.raises(UsageError, match="sha256:HEX or sha512:HEX"):
+        make_spec("demo", 1, backend="vm", image="/c.qcow2", image_checksum=text)

@@ -132,3 +132,24 @@ def test_qemu_domain_pool_and_volume_xml_are_valid():
     vol = volume_xml(vm.volume, 2 << 30, "/img/vm/remote.qcow2")
     assert_valid("storagevol", vol)
     assert etree.fromstring(vol.encode()).findtext("backingStore/path") == "/img/vm/remote.qcow2"
+
+
+def test_a_cloud_image_vm_boots_through_its_firmware_not_a_kernel():
+    from labctl.xml import qemu_domain_xml
+
+    p = make_plan(make_spec("demo", 1, mode="remote", backend="vm", image="/c.qcow2"), 1, STATE)
+    vm = p.nodes[-1]
+    text = qemu_domain_xml(
+        p,
+        vm,
+        domain_type="qemu",
+        kernel=None,
+        initrd=None,
+        pool=p.pool,
+        volume=vm.volume,
+        seed=str(vm.seed),
+    )
+    assert_valid("domain", text)
+    doc = etree.fromstring(text.encode())
+    assert doc.find("os/boot").get("dev") == "hd"
+    assert doc.find("os/kernel") is None and doc.find("os/cmdline") is None

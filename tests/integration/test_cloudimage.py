@@ -1,0 +1,102 @@
+"""Cloud image import, with real qemu-img and a real HTTP server on loopback."""
+
+import functools
+import hashlib
+import http.server
+import subprocess
+import threading
+
+import pytest
+
+from labctl import cloudimage
+from labctl.errors import HostError, UsageError
+
+
+def make_image(path, fmt="qcow2", backing=None):
+    argv = ["qemu-img", "create", "-q", "-f", fmt]
+    if backing:
+        argv += ["-b", str(backing), "-F", "qcow2"]
+    subprocess.run([*argv, str(path), "64M"], check=True)
+    return path
+
+
+def sha(path, algorithm="sha256"):
+    return hashlib.new(algorithm, path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def served(tmp_path):
+    """An HTTP server on 127.0.0.1 serving tmp_path/www."""
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def cache_files(state):
+    d = cloudimage.cache_dir(state)
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def test_a_url_with_the_right_sha512_is_cached_by_sha256_and_reused(tmp_path, served):
+    www, base = served
+    img = make_image(www / "c.qcow2")
+    state = tmp_path / "state"
+    check = cloudimage.parse_checksum("sha512:" + sha(img, "sha512"))
+    got = cloudimage.import_image(state, f"{base}/c.qcow2", check)
+    assert (got.sha256, got.virtual_size, got.source) == (sha(img), 64 << 20, f"{base}/c.qcow2")
+    assert got.path.read_bytes() == img.read_bytes()
+    assert got.path.stat().st_mode & 0o777 == 0o644
+    assert cloudimage.list_cached(state) == [got]
+    # By sha256 the cache answers without the source.
+    img.unlink()
+    again = cloudimage.import_image(state, f"{base}/c.qcow2", cloudimage.parse_checksum(got.sha256))
+    assert again == got
+
+
+def test_a_wrong_checksum_is_refused_and_nothing_is_kept(tmp_path, served):
+    www, base = served
+    make_image(www / "c.qcow2")
+    state = tmp_path / "state"
+    with pytest.raises(UsageError, match="not " + "0" * 64):
+        cloudimage.import_image(state, f"{base}/c.qcow2", cloudimage.parse_checksum("0" * 64))
+    assert cache_files(state) == []
+
+
+def test_a_missing_url_and_a_missing_path_say_so(tmp_path, served):
+    _www, base = served
+    with pytest.raises(HostError, match="could not fetch"):
+        cloudimage.import_image(tmp_path, f"{base}/none.qcow2", None)
+    with pytest.raises(UsageError, match="no such file"):
+        cloudimage.import_image(tmp_path, str(tmp_path / "none.qcow2"), None)
+    assert cache_files(tmp_path) == []
+
+
+def test_raw_images_and_images_with_a_backing_file_are_refused(tmp_path):
+    raw = make_image(tmp_path / "r.img", fmt="raw")
+    with pytest.raises(UsageError, match="is raw, not qcow2"):
+        cloudimage.import_image(tmp_path / "s", str(raw), None)
+    over = make_image(tmp_path / "o.qcow2", backing=make_image(tmp_path / "b.qcow2"))
+    with pytest.raises(UsageError, match="backing file of its own"):
+        cloudimage.import_image(tmp_path / "s", str(over), None)
+    assert cache_files(tmp_path / "s") == []
+
+
+def test_a_cached_image_is_not_removed_while_a_lab_volume_uses_it(tmp_path):
+    state = tmp_path / "state"
+    got = cloudimage.import_image(state, str(make_image(tmp_path / "c.qcow2")), None)
+    disks = state / "labs" / "demo" / "disks"
+    disks.mkdir(parents=True)
+    make_image(disks / "demo-r1.qcow2", backing=got.path)
+    with pytest.raises(UsageError, match="take that lab down first"):
+        cloudimage.remove_cached(state, got.sha256[:8])
+    (disks / "demo-r1.qcow2").unlink()
+    with pytest.raises(UsageError, match="no cached cloud image"):
+        cloudimage.remove_cached(state, "ffffffff" if not got.sha256.startswith("f") else "0000")
+    assert cloudimage.remove_cached(state, got.sha256[:8]) == got
+    assert cache_files(state) == []
