@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
 import libvirt
+import pytest
 
-from labctl import host
+from labctl import host, images
 
-from .conftest import host_state, labctl, labctl_json
+from . import cloud_image
+from .conftest import STATE_DIR, host_state, labctl, labctl_json
 from .test_pacemaker import authkey_facts, crm_mon, lab_authkey_digest
+
+# Under TCG: the cluster notices (monitor), stops and starts the domain, the VM boots.
+VM_RECOVERY_TIMEOUT = 300
 
 
 def test_remote_mode_with_a_vm_remote_node_is_remote_online_then_down_leaves_nothing(labs, before):
@@ -46,4 +59,122 @@ def test_remote_mode_with_a_vm_remote_node_is_remote_online_then_down_leaves_not
     assert authkey_facts(lab, vm) == (lab_authkey_digest(lab), "root:haclient 640")
 
     labctl("down", lab)
+    assert host_state() == before
+
+
+def _domain_id(name: str) -> int | None:
+    conn = libvirt.open("qemu:///system")
+    try:
+        return conn.lookupByName(name).ID()
+    except libvirt.libvirtError:
+        return None
+    finally:
+        conn.close()
+
+
+def test_guest_mode_with_a_vm_guest_is_started_and_recovered_by_the_cluster(labs, before):
+    lab = labs.name()
+    up = labctl_json(
+        "up", "--nodes", "1", "--mode", "guest", "--backend", "vm", "--cluster-nodes", "1",
+        "--name", lab,
+    )  # fmt: skip
+    guest, c1 = f"{lab}-g1", f"{lab}-c1"
+    assert {n["name"]: n["pacemaker"] for n in up["nodes"]}[guest] == "GuestOnline"
+    query = f"cibadmin --query --xpath \"//primitive[@id='vm-{guest}']\""
+    cfg = labctl("ssh", lab, c1, "--", query).stdout
+    assert 'name="hypervisor" value="qemu:///system"' in cfg
+    assert "force_stop" not in cfg  # a VM shuts down cleanly through ACPI
+    assert f'name="remote-node" value="{guest}"' in cfg
+
+    # Destroyed behind the cluster's back, the VM is started again by the cluster.
+    first = _domain_id(guest)
+    assert first is not None
+    conn = libvirt.open("qemu:///system")
+    try:
+        conn.lookupByName(guest).destroy()
+    finally:
+        conn.close()
+    deadline = time.monotonic() + VM_RECOVERY_TIMEOUT
+    while True:
+        again = _domain_id(guest)
+        state = crm_mon(lab, c1).nodes[guest].online
+        if again not in (None, first) and state:
+            break
+        assert time.monotonic() < deadline, f"{guest} not back: domain {again}, online {state}"
+        time.sleep(2)
+
+    labctl("down", lab)
+    assert host_state() == before
+
+
+@pytest.fixture(scope="session")
+def cloud_image_url() -> Iterator[tuple[str, str]]:
+    """A user's cloud image (built here, see cloud_image.py), served on loopback."""
+    base = images.find_image(STATE_DIR, images.DEFAULT_IMAGE)
+    if base is None:
+        pytest.fail("the debian12 image is not built: run scripts/test (it builds it first)")
+    key = hashlib.sha256(
+        (base.manifest["checksum"] + Path(cloud_image.__file__).read_text()).encode()
+    ).hexdigest()[:16]
+    path = cloud_image.build(base, STATE_DIR / "cache" / "test-cloud" / f"{key}.qcow2")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(path.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{path.name}", cloud_image.sha256(path)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_cloud_image_url_gives_a_remote_node_configured_by_cloud_init(
+    labs, before, cloud_image_url
+):
+    url, sha256 = cloud_image_url
+    lab = labs.name()
+    up = labctl_json(
+        "up", "--nodes", "1", "--mode", "remote", "--backend", "vm", "--cluster-nodes", "1",
+        "--image", url, "--image-checksum", f"sha256:{sha256}", "--name", lab,
+    )  # fmt: skip
+    vm = f"{lab}-r1"
+    assert {n["name"]: n["pacemaker"] for n in up["nodes"]}[vm] == "RemoteOnline"
+    # Booted by its own boot loader; named, keyed and networked by cloud-init.
+    conn = libvirt.open("qemu:///system")
+    try:
+        assert "<kernel>" not in conn.lookupByName(vm).XMLDesc()
+    finally:
+        conn.close()
+    out = labctl(
+        "ssh", lab, vm, "--",
+        "hostname; cloud-init status; cat /proc/cmdline; ls /etc/systemd/network",
+    ).stdout  # fmt: skip
+    assert out.splitlines()[0] == vm
+    assert "status: done" in out
+    assert "root=LABEL=cloudimg-root" in out
+    assert "10-cloud-init-" in out
+    assert authkey_facts(lab, vm) == (lab_authkey_digest(lab), "root:haclient 640")
+    view = crm_mon(lab, f"{lab}-c1")
+    assert (view.nodes[vm].type, view.nodes[vm].online) == ("remote", True)
+
+    labctl("down", lab)
+    assert host_state() == before
+    # The download stays cached (by its sha256) for the next lab.
+    listed = labctl_json("image", "list")["cloud"]
+    assert sha256 in {c["sha256"] for c in listed}
+
+
+def test_a_cloud_image_with_a_wrong_checksum_is_refused_and_nothing_is_created(
+    labs, before, cloud_image_url
+):
+    url, sha256 = cloud_image_url
+    wrong = ("0" if sha256[0] != "0" else "1") + sha256[1:]
+    lab = labs.name()
+    r = labctl(
+        "up", "--nodes", "1", "--mode", "remote", "--backend", "vm", "--cluster-nodes", "1",
+        "--image", url, "--image-checksum", wrong, "--name", lab, check=False,
+    )  # fmt: skip
+    assert r.returncode == 2, r
+    errors = [line for line in r.stderr.splitlines() if line.startswith("labctl:")]
+    assert len(errors) == 1 and f"not {wrong}" in errors[0] and "--image-checksum" in errors[0]
+    assert r.stderr.strip().splitlines()[-1] == errors[0]
     assert host_state() == before
