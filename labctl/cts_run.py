@@ -176,7 +176,7 @@ def run(
 ) -> CtsRun:
     p, version, tree = prepare(name, state_dir, src, emit)
     if p.spec.fencing:
-        fp = fencing.fence_plan(p, virt.default_uri(p.spec.backend))
+        fp = fencing.fence_plans(p, virt.default_uri)[0]  # CTS: cluster mode, one backend
         agent: str | None = "fence_xvm"
         params = {
             "multicast_address": fp.address,

@@ -4,6 +4,10 @@ Each lab's fence_virtd has its own config, key, multicast address and port, and
 listens on the lab's bridge only, so two labs never answer each other. Its life
 follows the lab's: `up` starts it, `down` stops it (found by its config path
 even when the lab record is gone).
+
+A fence_virtd serves one libvirt driver. A mixed lab (container cluster nodes,
+VM remote nodes) therefore gets a second daemon and a second fence_xvm device
+for its VMs, on an address and port of their own, sharing the lab's key.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +30,9 @@ from labctl.render import render
 
 NODE_KEY_PATH = "/etc/cluster/fence_xvm.key"
 KEY_BYTES = 4096
-BASE_PORT = 1229  # fence_xvm's default; lab N uses BASE_PORT + N
+BASE_PORT = 1229  # fence_xvm's default; lab N uses BASE_PORT + N (+ 256 for its VMs)
 STONITH_ID = "fence-xvm"
+BACKENDS = ("lxc", "vm")
 
 
 @dataclass(frozen=True)
@@ -38,19 +44,40 @@ class FencePlan:
     key_file: Path
     config: Path
     pidfile: Path
+    stonith_id: str
+    nodes: tuple[str, ...]  # what its fence_xvm device may fence
 
 
-def fence_plan(plan: LabPlan, uri: str) -> FencePlan:
+def fence_plans(plan: LabPlan, uri_of: Callable[[str], str]) -> list[FencePlan]:
+    """One fence_virtd per backend of the lab's fenceable nodes, the cluster nodes'
+    backend first (it keeps the plain names). Guest nodes are not fenced by a
+    device: the cluster recovers them through their resource."""
     index = plan.network.index
-    return FencePlan(
-        address=f"225.0.213.{index}",
-        port=BASE_PORT + index,
-        interface=plan.network.bridge,
-        uri=uri,
-        key_file=plan.dir / "fence_xvm.key",
-        config=plan.dir / "fence_virtd.conf",
-        pidfile=plan.dir / "fence_virtd.pid",
-    )
+    first = plan.cluster_nodes[0].backend
+    fenceable = [n for n in plan.nodes if n.role != "guest"]
+    used = {n.backend for n in fenceable}
+    out = []
+    for k, backend in enumerate([first, *sorted(used - {first})]):
+        suffix = "" if k == 0 else f"-{backend}"
+        out.append(
+            FencePlan(
+                address=f"225.0.{213 + k}.{index}",
+                port=BASE_PORT + 256 * k + index,
+                interface=plan.network.bridge,
+                uri=uri_of(backend),
+                key_file=plan.dir / "fence_xvm.key",
+                config=plan.dir / f"fence_virtd{suffix}.conf",
+                pidfile=plan.dir / f"fence_virtd{suffix}.pid",
+                stonith_id=STONITH_ID + suffix,
+                nodes=tuple(n.name for n in fenceable if n.backend == backend),
+            )
+        )
+    return out
+
+
+def config_paths(lab_dir: Path) -> list[Path]:
+    """Every config a lab's fence_virtd may have been started with."""
+    return [lab_dir / "fence_virtd.conf"] + [lab_dir / f"fence_virtd-{b}.conf" for b in BACKENDS]
 
 
 def module_path() -> str:
@@ -79,33 +106,27 @@ def virtd_config(plan: LabPlan, fp: FencePlan, modules: str) -> str:
     )
 
 
-def fenceable(plan: LabPlan) -> list:
-    """Nodes this lab's fence_virtd can reboot: cluster and remote nodes on the
-    cluster nodes' backend (guest nodes are recovered through their resource)."""
-    backend = plan.cluster_nodes[0].backend
-    return [n for n in plan.nodes if n.role != "guest" and n.backend == backend]
-
-
-def stonith_primitive(plan: LabPlan, fp: FencePlan) -> etree._Element:
-    """One fence_xvm device able to fence exactly the lab's cluster nodes."""
+def stonith_primitive(fp: FencePlan) -> etree._Element:
+    """A fence_xvm device able to fence exactly FP's nodes, through FP's fence_virtd."""
     params = {
         "multicast_address": fp.address,
         "ipport": str(fp.port),
         "key_file": NODE_KEY_PATH,
         # fence_xvm -o list shows every domain of the host, other labs' too:
         # pin the device to this lab's nodes (domain names are node names).
-        "pcmk_host_list": " ".join(n.name for n in fenceable(plan)),
+        "pcmk_host_list": " ".join(fp.nodes),
         "pcmk_host_check": "static-list",
     }
+    sid = fp.stonith_id
     return E.primitive(
         E.instance_attributes(
-            *[E.nvpair(id=f"{STONITH_ID}-{k}", name=k, value=v) for k, v in params.items()],
-            id=f"{STONITH_ID}-instance_attributes",
+            *[E.nvpair(id=f"{sid}-{k}", name=k, value=v) for k, v in params.items()],
+            id=f"{sid}-instance_attributes",
         ),
         E.operations(
-            E.op(id=f"{STONITH_ID}-monitor-60s", name="monitor", interval="60s", timeout="20s"),
+            E.op(id=f"{sid}-monitor-60s", name="monitor", interval="60s", timeout="20s"),
         ),
-        id=STONITH_ID,
+        id=sid,
         type="fence_xvm",
         **{"class": "stonith"},
     )

@@ -474,17 +474,19 @@ def start_pacemaker(p: LabPlan, reporter: Reporter, conns: Conns) -> pcmk.Cluste
     authkey, corokey = stack.lab_keys(p)
     cluster = p.cluster_nodes
     others = [n for n in p.nodes if n.role != "cluster"]
-    fp = fencing.fence_plan(p, virt.default_uri(cluster[0].backend))
+    fps = fencing.fence_plans(p, virt.default_uri)
+    key_file = fps[0].key_file
     if p.spec.fencing:
-        secrets.write_secret(fp.key_file, secrets.random_bytes(fencing.KEY_BYTES))
+        secrets.write_secret(key_file, secrets.random_bytes(fencing.KEY_BYTES))
         with reporter.phase("fence_virtd started"):
-            fencing.start(p, fp)
+            for fp in fps:
+                fencing.start(p, fp)
 
     def start_cluster_node(node: NodePlan) -> None:
         with connect(p, node) as c:
             stack.setup_cluster_node(c, p, authkey, corokey)
             if p.spec.fencing:
-                stack.push_secret(c, fp.key_file.read_bytes(), fencing.NODE_KEY_PATH)
+                stack.push_secret(c, key_file.read_bytes(), fencing.NODE_KEY_PATH)
             stack.start_cluster_node(c)
 
     def prepare_other(node: NodePlan) -> None:
@@ -511,7 +513,8 @@ def start_pacemaker(p: LabPlan, reporter: Reporter, conns: Conns) -> pcmk.Cluste
                 # its own cannot have won with other values.
                 stack.set_properties(c, pcmk.lab_properties(p.spec.fencing, p.spec.mode == "guest"))
                 if p.spec.fencing:
-                    stack.create_resource(c, pcmk.to_text(fencing.stonith_primitive(p, fp)))
+                    for fp in fps:
+                        stack.create_resource(c, pcmk.to_text(fencing.stonith_primitive(fp)))
         with reporter.phase("remote/guest nodes prepared"):
             others_ready.result()
 
@@ -685,7 +688,8 @@ def _down(name: str, state_dir: Path, fast: bool = True) -> DownReport:
         found_net = virt.remove_network(conn, plan.network_name(name))
         virt.remove_pool(conn, plan.network_name(name))
     for d in lab_dirs:
-        fencing.stop(d / "fence_virtd.conf")
+        for config in fencing.config_paths(d):
+            fencing.stop(config)
     n_mounts = 0
     for d in lab_dirs:
         for target in mounts.mounts_under(d):

@@ -77,6 +77,18 @@ def corosync_conf(plan: LabPlan) -> str:
     return render("corosync.conf", lab=plan.name, nodes=nodes, quorum_options=quorum)
 
 
+# The connection's start keeps retrying until its timeout. After fencing, a VM
+# (under TCG) needs tens of seconds to boot: with the default 20 s the start
+# fails, and a failed start bans the connection for good.
+VM_REMOTE_START_TIMEOUT = "180s"
+
+
+def _vm_start_op(node: NodePlan, rid: str) -> list[etree._Element]:
+    if node.backend != "vm":
+        return []
+    return [E.op(id=f"{rid}-start-0", name="start", interval="0", timeout=VM_REMOTE_START_TIMEOUT)]
+
+
 def remote_primitive(node: NodePlan, port: int) -> etree._Element:
     """An ocf:pacemaker:remote connection resource for remote node NODE."""
     rid = node.name
@@ -88,6 +100,7 @@ def remote_primitive(node: NodePlan, port: int) -> etree._Element:
         ),
         E.operations(
             E.op(id=f"{rid}-monitor-10s", name="monitor", interval="10s", timeout="15s"),
+            *_vm_start_op(node, rid),
         ),
         id=rid,
         type="remote",

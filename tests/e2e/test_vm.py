@@ -58,6 +58,16 @@ def test_remote_mode_with_a_vm_remote_node_is_remote_online_then_down_leaves_not
     assert (view.nodes[vm].type, view.nodes[vm].online) == ("remote", True)
     assert authkey_facts(lab, vm) == (lab_authkey_digest(lab), "root:haclient 640")
 
+    # The VM has a fence device of its own (its own fence_virtd on qemu:///system):
+    # fenced through the cluster, it is rebooted and comes back RemoteOnline.
+    first = _domain_id(vm)
+    labctl("fence", lab, vm)
+    assert _domain_id(vm) not in (None, first)
+    view = crm_mon(lab, f"{lab}-c1")
+    assert (view.nodes[vm].type, view.nodes[vm].online) == ("remote", True)
+    history = labctl("ssh", lab, f"{lab}-c1", "--", f"stonith_admin --history {vm}").stdout
+    assert f"reboot of {vm} successful" in history
+
     labctl("down", lab)
     assert host_state() == before
 

@@ -28,9 +28,11 @@ def crm_verify(img: images.Image, cib: str) -> None:
     assert r.returncode == 0, f"crm_verify failed:\n{r.stderr}\n{cib}"
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 20])
-def test_remote_node_resources_pass_crm_verify(image, n):
-    p = make_plan(make_spec("demo", n, mode="remote"), 1, Path("/s"))
+@pytest.mark.parametrize(
+    ("n", "backend"), [(1, "lxc"), (2, "lxc"), (5, "lxc"), (20, "lxc"), (2, "vm")]
+)
+def test_remote_node_resources_pass_crm_verify(image, n, backend):
+    p = make_plan(make_spec("demo", n, mode="remote", backend=backend), 1, Path("/s"))
     remotes = [pcmk.remote_primitive(node, 3121) for node in p.nodes if node.role == "remote"]
     cib = pcmk.cib_document(
         remotes, pcmk.lab_properties(False), tuple(n.name for n in p.cluster_nodes)
@@ -74,3 +76,15 @@ def test_guest_resources_pass_crm_verify(image):
     ]
     props = pcmk.lab_properties(False, guests=True)
     crm_verify(image, pcmk.cib_document(guests, props, ("demo-c1",)))
+
+
+def test_a_mixed_labs_two_fence_devices_pass_crm_verify(image):
+    from labctl import fencing
+
+    p = make_plan(make_spec("demo", 2, mode="remote", backend="vm"), 1, Path("/s"))
+    uri = {"lxc": "lxc:///", "vm": "qemu:///system"}.__getitem__
+    devices = [fencing.stonith_primitive(fp) for fp in fencing.fence_plans(p, uri)]
+    assert [d.get("id") for d in devices] == ["fence-xvm", "fence-xvm-vm"]
+    # Devices only, no nodes: with fencing on, crm_verify warns (and fails) that
+    # nodes without status are unclean, which says nothing about the devices.
+    crm_verify(image, pcmk.cib_document(devices, pcmk.lab_properties(True)))

@@ -42,6 +42,14 @@ def test_remote_primitive_points_at_the_node_address_and_port():
     assert 'name="port" value="3121"' in text
 
 
+def test_a_vm_remote_connection_waits_for_a_boot_and_a_container_one_does_not():
+    vm = make_plan(make_spec("demo", 1, mode="remote", backend="vm"), 1, Path("/s")).nodes[-1]
+    text = pcmk.to_text(pcmk.remote_primitive(vm, 3121))
+    assert re.search(r'<op [^>]*name="start" [^>]*timeout="180s"', text)
+    container = _plan(2, "remote").nodes[2]
+    assert 'name="start"' not in pcmk.to_text(pcmk.remote_primitive(container, 3121))
+
+
 def test_lab_properties_say_stonith_enabled_explicitly():
     assert pcmk.lab_properties(False)["stonith-enabled"] == "false"
     assert pcmk.lab_properties(True)["stonith-enabled"] == "true"
