@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 import libvirt
@@ -198,6 +199,14 @@ def create_transient(conn: libvirt.virConnect, xml: str) -> None:
     _retry_once(lambda: conn.createXML(xml), "a transient domain")
 
 
+QEMU_UNDEFINE_FLAGS = (
+    libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+    | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+)
+
+
 def remove_domain(conn: libvirt.virConnect, name: str, kill_init: bool = False) -> bool:
     """Destroy (hard stop) and undefine domain NAME; False if there was none.
 
@@ -212,7 +221,12 @@ def remove_domain(conn: libvirt.virConnect, name: str, kill_init: bool = False) 
         # On failure, destroy below does it the slow way.
         with contextlib.suppress(libvirt.libvirtError):
             dom.sendProcessSignal(1, libvirt.VIR_DOMAIN_PROCESS_SIGNAL_KILL)
-    for step in (dom.destroy, dom.undefine):
+    undefine = dom.undefine
+    if conn.getType() == "QEMU":
+        # A VM may have NVRAM, a managed save image or snapshots (made by a user
+        # poking at the lab): without these flags libvirt refuses to undefine it.
+        undefine = partial(dom.undefineFlags, QEMU_UNDEFINE_FLAGS)
+    for step in (dom.destroy, undefine):
         try:
             step()
         except libvirt.libvirtError as e:

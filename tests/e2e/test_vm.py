@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.server
@@ -187,4 +188,56 @@ def test_a_cloud_image_with_a_wrong_checksum_is_refused_and_nothing_is_created(
     errors = [line for line in r.stderr.splitlines() if line.startswith("labctl:")]
     assert len(errors) == 1 and f"not {wrong}" in errors[0] and "--image-checksum" in errors[0]
     assert r.stderr.strip().splitlines()[-1] == errors[0]
+    assert host_state() == before
+
+
+def test_removing_a_vm_also_removes_its_snapshot_metadata(labs):
+    """A user poking at a lab may snapshot a VM; libvirt then refuses a plain undefine."""
+    from lxml.builder import E
+    from lxml.etree import tostring
+
+    from labctl import virt
+
+    name = f"{labs.name()}-snap"
+    dom_xml = tostring(
+        E.domain(
+            E.name(name),
+            E.memory("131072", unit="KiB"),
+            E.os(E.type("hvm", arch="x86_64", machine="pc")),
+            type="qemu",
+        ),
+        encoding="unicode",
+    )
+    conn = libvirt.open("qemu:///system")
+    try:
+        dom = conn.defineXML(dom_xml)
+        snap = (
+            "<domainsnapshot><name>poke</name><state>shutoff</state>"
+            "<creationTime>1700000000</creationTime><memory snapshot='no'/>"
+            f"{dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)}</domainsnapshot>"
+        )
+        dom.snapshotCreateXML(snap, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE)
+        assert dom.snapshotListNames() == ["poke"]
+        assert virt.remove_domain(conn, name) is True
+        assert name not in {d.name() for d in conn.listAllDomains()}
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.lookupByName(name).undefineFlags(virt.QEMU_UNDEFINE_FLAGS)
+        conn.close()
+
+
+def test_cluster_mode_with_vms_forms_fences_through_qemu_and_leaves_nothing(labs, before):
+    lab = labs.name()
+    up = labctl_json("up", "--nodes", "2", "--mode", "cluster", "--backend", "vm", "--name", lab)
+    c1, c2 = f"{lab}-c1", f"{lab}-c2"
+    assert {n["name"]: n["pacemaker"] for n in up["nodes"]} == {c1: "Online", c2: "Online"}
+    assert "cloud" in labctl("ssh", lab, c1, "--", "uname", "-r").stdout
+    # Fenced by fence_xvm through the lab's fence_virtd on qemu:///system.
+    first = _domain_id(c1)
+    labctl("fence", lab, c1)
+    assert _domain_id(c1) not in (None, first)
+    view = crm_mon(lab, c2)
+    assert view.nodes[c1].online and view.nodes[c2].online
+
+    labctl("down", lab)
     assert host_state() == before
