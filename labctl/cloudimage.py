@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from labctl.errors import CommandError, HostError, UsageError
+from labctl import images
+from labctl.errors import HostError, UsageError
 
 Progress = Callable[[str], None]
 
@@ -91,15 +91,6 @@ def list_cached(state_dir: Path) -> list[CloudImage]:
     return [c for c in found if c is not None]
 
 
-def qemu_img_info(path: Path) -> dict:
-    proc = subprocess.run(
-        ["qemu-img", "info", "--output=json", str(path)], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        raise CommandError("qemu-img", f"qemu-img info {path}", proc.returncode, "", proc.stderr)
-    return json.loads(proc.stdout)
-
-
 def check_info(info: dict, source: str) -> None:
     """Refuse what labctl cannot use as a backing file. Pure."""
     fmt = info.get("format")
@@ -164,7 +155,7 @@ def import_image(
                 f"--image {source} has {checksum.algorithm} {wanted.hexdigest()}, not "
                 f"{checksum.hexdigest}: check --image-checksum and the download (nothing was kept)"
             )
-        info = qemu_img_info(part)
+        info = images.qemu_img_info(part)
         check_info(info, source)
         digest = sha256.hexdigest()
         path = d / f"{digest}.qcow2"
@@ -202,7 +193,7 @@ def remove_cached(state_dir: Path, sha256_prefix: str) -> CloudImage:
         )
     img = matches[0]
     for volume in (state_dir / "labs").glob("*/**/*.qcow2"):
-        if qemu_img_info(volume).get("backing-filename") == str(img.path):
+        if images.qemu_img_info(volume).get("backing-filename") == str(img.path):
             raise UsageError(
                 f"cloud image {img.sha256[:12]}… backs {volume}: take that lab down first"
             )

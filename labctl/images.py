@@ -457,9 +457,14 @@ mkfs.ext4 -q -L root -d "$merged" "$RAW" "$SIZE"
     return out
 
 
-def qcow2_virtual_size(path: Path) -> int:
+def qemu_img_info(path: Path) -> dict:
+    """What qemu-img says of a disk image: format, virtual-size, backing-filename..."""
     out = _run(["qemu-img", "info", "--output=json", str(path)], where="qemu-img").stdout
-    return int(json.loads(out)["virtual-size"])
+    return json.loads(out)
+
+
+def qcow2_virtual_size(path: Path) -> int:
+    return int(qemu_img_info(path)["virtual-size"])
 
 
 def make_seed(tree: Path, seed: Path) -> None:

@@ -354,27 +354,25 @@ def _create(
         )
 
     def make_root(node: NodePlan) -> None:
-        if node.backend == "vm" and cloud:
-            hk_priv, hk_pub = host_keys[node.name]
-            documents = cloudinit.seed_documents(
-                p,
-                node,
-                files_of(node),
-                host_key_private=hk_priv,
-                host_key_public=hk_pub,
-                lab_key_public=lab_pub,
-            )
-            make_vm_disks(
-                conns["vm"], p, node, cloud.path, cloud.virtual_size,
-                partial(cloudinit.write_seed, documents=documents),
-            )  # fmt: skip
-            return
         if node.backend == "vm":
-            vm = images.vm_image_paths(image, node.layer)
-            make_vm_disks(
-                conns["vm"], p, node, vm.disk, images.qcow2_virtual_size(vm.disk),
-                partial(write_ext4_seed, files=files_of(node)),
-            )  # fmt: skip
+            write_seed: Callable[[Path], None]
+            if cloud:
+                hk_priv, hk_pub = host_keys[node.name]
+                documents = cloudinit.seed_documents(
+                    p,
+                    node,
+                    files_of(node),
+                    host_key_private=hk_priv,
+                    host_key_public=hk_pub,
+                    lab_key_public=lab_pub,
+                )
+                backing, capacity = cloud.path, cloud.virtual_size
+                write_seed = partial(cloudinit.write_seed, documents=documents)
+            else:
+                vm = images.vm_image_paths(image, node.layer)
+                backing, capacity = vm.disk, images.qcow2_virtual_size(vm.disk)
+                write_seed = partial(write_ext4_seed, files=files_of(node))
+            make_vm_disks(conns["vm"], p, node, backing, capacity, write_seed)
             return
         mounts.mount_overlay(
             [image.layer(node.layer), image.base], node.upper, node.work, node.root
