@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from labctl import __version__, cloudimage, cts_run, host, images, lab
@@ -45,12 +46,13 @@ AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")
 def _fail(e: LabctlError) -> None:
     if _debug:
         raise e
-    err.print(f"[red]labctl: {e}[/red]", highlight=False, soft_wrap=True)
+    # escape: messages quote paths and tool output, where "[/...]" is not markup.
+    err.print(f"[red]labctl: {escape(str(e))}[/red]", highlight=False, soft_wrap=True)
     raise typer.Exit(e.exit_code)
 
 
 def _reporter() -> lab.Reporter:
-    return lab.Reporter(lambda m: err.print(f"[dim]·[/dim] {m}", highlight=False))
+    return lab.Reporter(lambda m: err.print(f"[dim]·[/dim] {escape(m)}", highlight=False))
 
 
 def _status_table(s: lab.LabStatus) -> Table:
@@ -157,7 +159,7 @@ def up(
     else:
         out.print(_status_table(s))
         for note in s.notes:
-            out.print(f"[yellow]note:[/yellow] {note}")
+            out.print(f"[yellow]note:[/yellow] {escape(note)}")
 
 
 @app.command()
@@ -209,7 +211,7 @@ def status(
         return
     out.print(_status_table(s))
     for note in s.notes:
-        out.print(f"[yellow]note:[/yellow] {note}")
+        out.print(f"[yellow]note:[/yellow] {escape(note)}")
 
 
 @app.command("list")
@@ -325,7 +327,7 @@ def image_rm(
         host.require_root("labctl image rm")
         if name not in images.IMAGES and re.fullmatch(r"[0-9a-fA-F]{6,64}", name):
             gone = cloudimage.remove_cached(state_dir, name)
-            out.print(f"cloud image {gone.sha256[:12]}… ({gone.source}) removed")
+            out.print(f"cloud image {gone.sha256[:12]}… ({escape(gone.source)}) removed")
             return
         images.remove_image(state_dir, name)
     except LabctlError as e:

@@ -459,7 +459,8 @@ mkfs.ext4 -q -L root -d "$merged" "$RAW" "$SIZE"
 
 def qemu_img_info(path: Path) -> dict:
     """What qemu-img says of a disk image: format, virtual-size, backing-filename..."""
-    out = _run(["qemu-img", "info", "--output=json", str(path)], where="qemu-img").stdout
+    # -U: read it even while a running VM holds its lock (a lab's volume, in use).
+    out = _run(["qemu-img", "info", "-U", "--output=json", str(path)], where="qemu-img").stdout
     return json.loads(out)
 
 

@@ -146,6 +146,8 @@ def test_two_labs_at_once_do_not_disturb_each_other(labs, before):
         (["--name", "Bad_Name"], "host name label"),
         (["--image", "nosuch"], "unknown image"),
         (["--mode", "mesh"], "unknown mode"),
+        # Brackets in a message are text, not terminal markup.
+        (["--image", "/tmp/[/x]/c.qcow2"], "--image /tmp/[/x]/c.qcow2 is a disk image"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_creates_nothing(before, args, message):

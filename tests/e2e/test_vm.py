@@ -166,6 +166,9 @@ def test_a_cloud_image_url_gives_a_remote_node_configured_by_cloud_init(
     assert authkey_facts(lab, vm) == (lab_authkey_digest(lab), "root:haclient 640")
     view = crm_mon(lab, f"{lab}-c1")
     assert (view.nodes[vm].type, view.nodes[vm].online) == ("remote", True)
+    # The cached image backs the running VM's volume: it cannot be removed now.
+    refused = labctl("image", "rm", sha256[:12], check=False)
+    assert refused.returncode == 2 and "take that lab down first" in refused.stderr, refused
 
     labctl("down", lab)
     assert host_state() == before
