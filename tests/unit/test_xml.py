@@ -152,4 +152,18 @@ def test_a_cloud_image_vm_boots_through_its_firmware_not_a_kernel():
     assert_valid("domain", text)
     doc = etree.fromstring(text.encode())
     assert doc.find("os/boot").get("dev") == "hd"
+    # TCG: a bounded translation cache (QEMU's default is 1 GiB per VM).
+    assert doc.findtext("features/tcg/tb-cache") == "128"
     assert doc.find("os/kernel") is None and doc.find("os/cmdline") is None
+
+
+def test_a_kvm_domain_has_no_tcg_features():
+    from labctl.xml import qemu_domain_xml
+
+    p = make_plan(make_spec("demo", 1, mode="remote", backend="vm"), 1, STATE)
+    vm = p.nodes[-1]
+    text = qemu_domain_xml(
+        p, vm, domain_type="kvm", kernel="/k", initrd="/i", pool=p.pool, volume=vm.volume, seed="/s"
+    )
+    assert_valid("domain", text)
+    assert etree.fromstring(text.encode()).find("features/tcg") is None
