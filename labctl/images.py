@@ -376,8 +376,35 @@ def build_image(
     return img
 
 
-VM_KERNEL_PACKAGES = ("linux-image-cloud-amd64",)
+# dbus: Debian starts systemd-logind only where D-Bus is (a condition in its unit).
+VM_KERNEL_PACKAGES = ("linux-image-cloud-amd64", "dbus")
 VM_DISK_SIZE = "2G"
+# Masked in the image for containers, needed by a VM: logind turns the ACPI
+# power button into a clean shutdown, which is how libvirt (and VirtualDomain's
+# graceful stop) asks a VM to stop. Without it every stop waits out its timeout
+# and ends in a destroy.
+VM_UNMASKED_UNITS = ("systemd-logind.service",)
+VM_POST = r"""
+cp -a "$STAGE/." "$merged/"
+for unit in $UNMASK; do rm -f "$merged/etc/systemd/system/$unit"; done
+# dbus's install made a machine ID; systemd would take it for every VM.
+: > "$merged/etc/machine-id"
+rm -f "$merged/var/lib/dbus/machine-id"
+cp "$(ls "$merged"/boot/vmlinuz-* | tail -n 1)" "$KERNEL"
+cp "$(ls "$merged"/boot/initrd.img-* | tail -n 1)" "$INITRD"
+mkfs.ext4 -q -L root -d "$merged" "$RAW" "$SIZE"
+"""
+VM_TEMPLATES = ("labctl-seed", "labctl-seed.service")
+
+
+def vm_recipe_digest() -> str:
+    """What a VM disk is made from, over its image's layers; another digest: rebuild."""
+    h = hashlib.sha256(
+        f"{VM_POST}\n{VM_KERNEL_PACKAGES}\n{VM_UNMASKED_UNITS}\n{VM_DISK_SIZE}".encode()
+    )
+    for t in VM_TEMPLATES:
+        h.update(render(t).encode())
+    return "sha256:" + h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -387,18 +414,25 @@ class VmImage:
     disk: Path
     kernel: Path
     initrd: Path
+    recipe: Path  # holds vm_recipe_digest() of the build
 
 
 def vm_image_paths(img: Image, role_layer: str) -> VmImage:
     d = img.dir / "vm"
     return VmImage(
-        d / f"{role_layer}.qcow2", d / f"{role_layer}-vmlinuz", d / f"{role_layer}-initrd.img"
+        d / f"{role_layer}.qcow2",
+        d / f"{role_layer}-vmlinuz",
+        d / f"{role_layer}-initrd.img",
+        d / f"{role_layer}.recipe",
     )
 
 
 def find_vm_image(img: Image, role_layer: str) -> VmImage | None:
+    """The VM disk of ROLE_LAYER if it is built and from the current recipe."""
     v = vm_image_paths(img, role_layer)
-    return v if all(p.is_file() for p in (v.disk, v.kernel, v.initrd)) else None
+    if not all(p.is_file() for p in (v.disk, v.kernel, v.initrd, v.recipe)):
+        return None
+    return v if v.recipe.read_text().strip() == vm_recipe_digest() else None
 
 
 def build_vm_image(
@@ -423,20 +457,15 @@ def build_vm_image(
         wants.mkdir(parents=True)
         (wants / "labctl-seed.service").symlink_to("/etc/systemd/system/labctl-seed.service")
         raw = scratch / "root.raw"
-        post = r"""
-cp -a "$STAGE/." "$merged/"
-cp "$(ls "$merged"/boot/vmlinuz-* | tail -n 1)" "$KERNEL"
-cp "$(ls "$merged"/boot/initrd.img-* | tail -n 1)" "$INITRD"
-mkfs.ext4 -q -L root -d "$merged" "$RAW" "$SIZE"
-"""
         progress(f"VM image {role_layer}: kernel ({', '.join(VM_KERNEL_PACKAGES)}), ext4, qcow2")
         build_layer(
             [img.layer(role_layer), img.base],
             scratch / "kernel-layer",
             VM_KERNEL_PACKAGES,
             scratch / "overlay",
-            post=post,
+            post=VM_POST,
             env={
+                "UNMASK": " ".join(VM_UNMASKED_UNITS),
                 "STAGE": str(stage),
                 "KERNEL": str(out.kernel),
                 "INITRD": str(out.initrd),
@@ -444,11 +473,15 @@ mkfs.ext4 -q -L root -d "$merged" "$RAW" "$SIZE"
                 "SIZE": VM_DISK_SIZE,
             },
         )
-        _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(out.disk)], where="qemu-img")
+        # Renamed into place: a running VM keeps reading the disk it opened.
+        part = out.disk.with_suffix(".part")
+        _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(part)], where="qemu-img")
+        part.replace(out.disk)
         for p in (out.disk, out.kernel, out.initrd):
             p.chmod(0o644)  # QEMU runs as libvirt-qemu and only reads them
+        out.recipe.write_text(vm_recipe_digest() + "\n")
     except BaseException:
-        for p in (out.disk, out.kernel, out.initrd):
+        for p in (out.disk, out.kernel, out.initrd, out.recipe):
             p.unlink(missing_ok=True)
         raise
     finally:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from labctl import images
 
-PACKAGES = ("linux-image-cloud-amd64", "cloud-init")
+# dbus: as in any cloud image; logind (the ACPI power button) needs it.
+PACKAGES = ("linux-image-cloud-amd64", "cloud-init", "dbus")
 MIB = 1024 * 1024
 BOOT_MIB = 96
 ROOT_MIB = 1536
@@ -33,6 +34,10 @@ LABEL linux
 """
 
 POST = r"""
+# As in any cloud image, logind runs (labctl's container image masks it).
+rm -f "$merged/etc/systemd/system/systemd-logind.service"
+: > "$merged/etc/machine-id"
+rm -f "$merged/var/lib/dbus/machine-id"
 cp "$(ls "$merged"/boot/vmlinuz-* | tail -n 1)" "$OUT/vmlinuz"
 cp "$(ls "$merged"/boot/initrd.img-* | tail -n 1)" "$OUT/initrd.img"
 mkfs.ext4 -q -L cloudimg-root -d "$merged" "$OUT/root.raw" "$ROOT_MIB"M

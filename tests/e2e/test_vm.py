@@ -6,6 +6,7 @@ import contextlib
 import functools
 import hashlib
 import http.server
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -113,6 +114,25 @@ def test_guest_mode_with_a_vm_guest_is_started_and_recovered_by_the_cluster(labs
             break
         assert time.monotonic() < deadline, f"{guest} not back: domain {again}, online {state}"
         time.sleep(2)
+
+    # Stopped by the cluster, the VM shuts down cleanly on ACPI's request: not
+    # destroyed once VirtualDomain's stop has waited out its timeout.
+    labctl(
+        "ssh", lab, c1, "--",
+        f"crm_resource --resource vm-{guest} --meta --set-parameter target-role "
+        "--parameter-value Stopped",
+    )  # fmt: skip
+    deadline = time.monotonic() + VM_RECOVERY_TIMEOUT
+    while crm_mon(lab, c1).resources[f"vm-{guest}"].active:
+        assert time.monotonic() < deadline, f"vm-{guest} did not stop"
+        time.sleep(2)
+    log = labctl("ssh", lab, c1, "--", "journalctl --no-pager -o cat | grep -i shutdown").stdout
+    assert f"Issuing graceful shutdown request for domain {guest}" in log
+    # libvirt's own record of how QEMU ended: the guest powered itself off.
+    # (VirtualDomain may still log a "forced shutdown" of the transient domain
+    # once it is gone: its status check does not know that error's wording.)
+    qemu_log = Path(f"/var/log/libvirt/qemu/{guest}.log").read_text()
+    assert re.findall(r"shutting down, reason=(\w+)", qemu_log)[-1] == "shutdown", qemu_log[-2000:]
 
     labctl("down", lab)
     assert host_state() == before
