@@ -338,6 +338,7 @@ def _create(
     known = known_hosts_lines(p, {k: v[1] for k, v in host_keys.items()})
     p.known_hosts.write_text(known)
     legacy = host.cgroup_layout() == "hybrid"
+    emulated = bool(p.vm_nodes) and not host.kvm_status()[0]
     hostname = host.host_name()
 
     def files_of(node: NodePlan) -> list:
@@ -392,7 +393,7 @@ def _create(
             xml = qemu_domain_xml(
                 p,
                 node,
-                domain_type="kvm" if host.kvm_status()[0] else "qemu",
+                domain_type="qemu" if emulated else "kvm",
                 # A cloud image boots through its own firmware and boot loader.
                 kernel=None if cloud else str(vm.kernel),
                 initrd=None if cloud else str(vm.initrd),
@@ -473,6 +474,8 @@ def start_pacemaker(p: LabPlan, reporter: Reporter, conns: Conns) -> pcmk.Cluste
     cluster = p.cluster_nodes
     others = [n for n in p.nodes if n.role != "cluster"]
     fps = fencing.fence_plans(p, virt.default_uri)
+    # Cluster nodes are all VMs or all containers; VMs under TCG: see corosync_conf.
+    realtime = cluster[0].backend == "lxc" or host.kvm_status()[0]
     key_file = fps[0].key_file
     if p.spec.fencing:
         secrets.write_secret(key_file, secrets.random_bytes(fencing.KEY_BYTES))
@@ -482,7 +485,7 @@ def start_pacemaker(p: LabPlan, reporter: Reporter, conns: Conns) -> pcmk.Cluste
 
     def start_cluster_node(node: NodePlan) -> None:
         with connect(p, node) as c:
-            stack.setup_cluster_node(c, p, authkey, corokey)
+            stack.setup_cluster_node(c, p, authkey, corokey, realtime)
             if p.spec.fencing:
                 stack.push_secret(c, key_file.read_bytes(), fencing.NODE_KEY_PATH)
             stack.start_cluster_node(c)

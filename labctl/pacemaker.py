@@ -64,8 +64,20 @@ def seed_cib_command(props: dict[str, str]) -> str:
 # ---------------------------------------------------------------- pure: config
 
 
-def corosync_conf(plan: LabPlan) -> str:
-    """corosync.conf for the lab's cluster nodes (knet, node names = host names)."""
+# corosync runs at realtime priority. In a one-vCPU VM under TCG it then took
+# the whole CPU (the guest kernel logged "RT throttling activated") while
+# Pacemaker's daemons starved: "unresponsive to ipc", and once a cluster never
+# formed. Corosync 3 has no command-line switch for this, only system.sched_rr.
+COROSYNC_NOT_REALTIME = """system {
+    sched_rr: no
+}
+
+"""
+
+
+def corosync_conf(plan: LabPlan, realtime: bool = True) -> str:
+    """corosync.conf for the lab's cluster nodes (knet, node names = host names).
+    REALTIME False: corosync at normal priority (VMs under TCG)."""
     cluster = plan.cluster_nodes
     nodes = "\n".join(
         f"    node {{\n        ring0_addr: {n.ip}\n        name: {n.name}\n        nodeid: {i}\n    }}"
@@ -74,7 +86,8 @@ def corosync_conf(plan: LabPlan) -> str:
     # two_node keeps a 2-node cluster quorate when one node is gone (and implies
     # wait_for_all), as corosync's own documentation recommends for two nodes.
     quorum = "    two_node: 1" if len(cluster) == 2 else ""
-    return render("corosync.conf", lab=plan.name, nodes=nodes, quorum_options=quorum)
+    system = "" if realtime else COROSYNC_NOT_REALTIME
+    return render("corosync.conf", lab=plan.name, nodes=nodes, quorum_options=quorum, system=system)
 
 
 # The connection's start keeps retrying until its timeout. After fencing, a VM

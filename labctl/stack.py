@@ -37,13 +37,15 @@ def push_secret(c: ssh.Connection, data: bytes, path: str) -> None:
     c.put(data, path, mode=0o600)
 
 
-def setup_cluster_node(c: ssh.Connection, plan: LabPlan, authkey: bytes, corokey: bytes) -> None:
+def setup_cluster_node(
+    c: ssh.Connection, plan: LabPlan, authkey: bytes, corokey: bytes, realtime: bool = True
+) -> None:
     """Config, keys and a first CIB on a cluster node; start_cluster_node starts it."""
     c.run(pcmk.ensure_package_command("pacemaker", "pacemakerd"))
     c.run(pcmk.ensure_package_command("corosync", "corosync"))
     push_authkey(c, authkey)
     c.put(corokey, pcmk.COROSYNC_AUTHKEY, mode=0o400)
-    c.put(pcmk.corosync_conf(plan).encode(), pcmk.COROSYNC_CONF, mode=0o644)
+    c.put(pcmk.corosync_conf(plan, realtime).encode(), pcmk.COROSYNC_CONF, mode=0o644)
     props = pcmk.lab_properties(plan.spec.fencing, plan.spec.mode == "guest")
     c.run(pcmk.seed_cib_command(props))
 

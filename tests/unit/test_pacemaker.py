@@ -28,6 +28,13 @@ def test_corosync_conf_lists_every_cluster_node_once_by_name_and_address(n):
     assert conf.count("{") == conf.count("}")
 
 
+def test_corosync_conf_drops_realtime_scheduling_only_when_asked():
+    assert "sched_rr" not in pcmk.corosync_conf(_plan(2))
+    conf = pcmk.corosync_conf(_plan(2), realtime=False)
+    assert re.search(r"^system \{\n\s+sched_rr: no\n\}", conf, re.M)
+    assert conf.count("{") == conf.count("}")
+
+
 def test_corosync_conf_of_a_guest_lab_holds_only_its_cluster_nodes():
     conf = pcmk.corosync_conf(_plan(4, "guest"))
     assert re.findall(r"^\s+name: (\S+)", conf, re.M) == ["demo-c1", "demo-c2"]
