@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from labctl import __version__, cloudimage, cts_run, host, images, lab
+from labctl import __version__, cloudimage, cts_run, deploy, host, images, lab, pcmkbuild, state
 from labctl.errors import LabctlError
 from labctl.spec import DEFAULT_CLUSTER_NODES, MAX_NODES, make_spec, validate_name
 from labctl.state import DEFAULT_STATE_DIR
@@ -62,11 +62,14 @@ def _status_table(s: lab.LabStatus) -> Table:
     if s.properties:
         title += "; " + ", ".join(f"{k}={v}" for k, v in s.properties.items())
     t = Table(title=title)
-    for col in ("node", "role", "address", "domain", "pacemaker", "runs on"):
+    if s.pacemaker_build:
+        t.caption = f"Pacemaker build {s.pacemaker_build} from {s.pacemaker_tree}"
+    for col in ("node", "role", "address", "domain", "pacemaker", "runs on", "version"):
         t.add_column(col)
     for n in s.nodes:
         style = "" if n.pacemaker.endswith("Online") or n.pacemaker == "unknown" else "red"
-        t.add_row(n.name, n.role, n.ip, n.domain, n.pacemaker, n.runs_on, style=style)
+        version = f"{n.version} ({n.build}, {n.source})" if n.version else ""
+        t.add_row(n.name, n.role, n.ip, n.domain, n.pacemaker, n.runs_on, version, style=style)
     return t
 
 
@@ -131,6 +134,14 @@ def up(
     keep_on_failure: Annotated[
         bool, typer.Option("--keep-on-failure", help="Leave a failed lab for inspection.")
     ] = False,
+    pacemaker: Annotated[
+        Path | None,
+        typer.Option(
+            "--pacemaker",
+            help="A Pacemaker source tree (git checkout or `apt-get source`): the nodes run "
+            "a build of it, made when needed.",
+        ),
+    ] = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     as_json: AsJson = False,
 ) -> None:
@@ -149,6 +160,7 @@ def up(
             remote_port=remote_port,
             fencing=fencing,
             image_checksum=image_checksum,
+            pacemaker=str(pacemaker) if pacemaker else None,
         )
         s = lab.up(spec, state_dir, _reporter(), keep_on_failure=keep_on_failure, mirror=mirror)
     except LabctlError as e:
@@ -255,6 +267,49 @@ def ssh(
     os.execvp(argv[0], argv)
 
 
+@app.command()
+def build(
+    tree: Annotated[Path, typer.Argument(help="A Pacemaker source tree.")],
+    image: Annotated[
+        str, typer.Option("--image", help="The image whose nodes the build is for.")
+    ] = images.DEFAULT_IMAGE,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", help="make -jN (default: cores).")
+    ] = None,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Build a Pacemaker source tree for the nodes of IMAGE (cached; rebuilds what changed)."""
+    try:
+        b = pcmkbuild.build(state_dir, tree, image, _reporter().emit, jobs=jobs)
+    except LabctlError as e:
+        _fail(e)
+        return
+    out.print(f"build {b.label}: Pacemaker {b.manifest['version']} from {b.manifest['tree']}")
+
+
+@app.command("deploy")
+def deploy_(
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    tree: Annotated[
+        Path | None, typer.Argument(help="Source tree (default: the one the lab was made from).")
+    ] = None,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    as_json: AsJson = False,
+) -> None:
+    """Rebuild a Pacemaker tree and restart every node of a running lab on the new build."""
+    try:
+        s = deploy.deploy(validate_name(name), state_dir, tree, _reporter())
+    except LabctlError as e:
+        _fail(e)
+        return
+    if as_json:
+        out.print_json(json.dumps(dataclasses.asdict(s)))
+    else:
+        out.print(_status_table(s))
+        for note in s.notes:
+            out.print(f"[yellow]note:[/yellow] {escape(note)}")
+
+
 @image_app.command("build")
 def image_build(
     name: Annotated[str, typer.Argument(help="Image name.")] = images.DEFAULT_IMAGE,
@@ -280,6 +335,7 @@ def image_list(state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False)
     """Built images, and the cloud images cached for --image PATH|URL."""
     imgs = images.list_images(state_dir)
     clouds = cloudimage.list_cached(state_dir)
+    builds = pcmkbuild.list_builds(state_dir)
     if as_json:
         cloud_rows = [
             {
@@ -290,7 +346,15 @@ def image_list(state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False)
             }
             for c in clouds
         ]
-        out.print_json(json.dumps({"built": [i.manifest for i in imgs], "cloud": cloud_rows}))
+        out.print_json(
+            json.dumps(
+                {
+                    "built": [i.manifest for i in imgs],
+                    "cloud": cloud_rows,
+                    "pacemaker_builds": [{"name": b.label, **b.manifest} for b in builds],
+                }
+            )
+        )
         return
     t = Table()
     for col in ("image", "suite", "created", "layers (MiB)", "checksum"):
@@ -313,12 +377,24 @@ def image_list(state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False)
         for c in clouds:
             c_t.add_row(c.sha256[:16] + "…", c.source, f"{c.virtual_size / 2**30:.1f}")
         out.print(c_t)
+    if builds:
+        b_t = Table(title="Pacemaker builds (--pacemaker DIR)")
+        for col in ("build", "version", "tree", "created", "MiB"):
+            b_t.add_column(col)
+        for b in builds:
+            m = b.manifest
+            b_t.add_row(b.label, m["version"], m["tree"], m["created"], str(m["size_bytes"] >> 20))
+        out.print(b_t)
 
 
 @image_app.command("rm")
 def image_rm(
     name: Annotated[
-        str, typer.Argument(help="A built image's name, or the sha256 (prefix) of a cloud image.")
+        str,
+        typer.Argument(
+            help="A built image's name, a Pacemaker build (pcmk-...), "
+            "or the sha256 (prefix) of a cloud image."
+        ),
     ],
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
@@ -328,6 +404,16 @@ def image_rm(
         if name not in images.IMAGES and re.fullmatch(r"[0-9a-fA-F]{6,64}", name):
             gone = cloudimage.remove_cached(state_dir, name)
             out.print(f"cloud image {gone.sha256[:12]}… ({escape(gone.source)}) removed")
+            return
+        if name.split("/")[-1].startswith("pcmk-"):
+            b = pcmkbuild.resolve(state_dir, name)
+            used = {
+                n: r.build
+                for n in state.recorded_labs(state_dir)
+                if (r := state.read_record(state_dir, n)) and r.build
+            }
+            pcmkbuild.remove_build(b, used)
+            out.print(f"build {b.label} removed")
             return
         images.remove_image(state_dir, name)
     except LabctlError as e:

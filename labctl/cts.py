@@ -645,26 +645,7 @@ def prepare_source(
         timings[name] = round(time.monotonic() - t, 1)
         progress(f"{name}: {timings[name]} s")
 
-    apt = workdir / "apt"
-    for d in (apt / "lists/partial", apt / "cache/archives/partial"):
-        d.mkdir(parents=True, exist_ok=True)
-    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
-    (apt / "sources.list").write_text(
-        deb_src_list(sources, keyring if Path(keyring).is_file() else None)
-    )
-    opts = apt_options(workdir)
-    step("apt-get update (private deb-src list)", ["apt-get", *opts, "update"])
-    downloads = workdir / "downloads" / version
-    downloads.mkdir(parents=True, exist_ok=True)
-    step(
-        f"apt-get source --download-only {SOURCE_PACKAGE}={version}",
-        ["apt-get", *opts, "source", "--download-only", f"{SOURCE_PACKAGE}={version}"],
-        downloads,
-    )
-    dsc = downloads / f"{SOURCE_PACKAGE}_{version.split(':', 1)[-1]}.dsc"
-    if src.exists():
-        shutil.rmtree(src)
-    step("dpkg-source -x", ["dpkg-source", "--no-copy", "-x", str(dsc), str(src)])
+    unpack_source(version, workdir, src, sources, step)
     if dialect == "ctslab":
         # CTSlab.py puts cts/ first on sys.path and imports the package `cts`,
         # which `make install` would put in pythondir; from the tree it is cts/lab.
@@ -690,6 +671,40 @@ def prepare_source(
     )
     progress(f"CTS tree ready in {sum(timings.values()):.0f} s: {src}")
     return src
+
+
+Step = Callable[[str, list[str], "Path | None"], None]
+
+
+def unpack_source(
+    version: str, workdir: Path, src: Path, sources: Sequence[AptSource], step: Step
+) -> None:
+    """Debian's pacemaker=VERSION source, its patches applied, unpacked at SRC.
+
+    A private apt configuration in WORKDIR/apt with a deb-src line per SOURCES
+    entry, `apt-get source --download-only` into WORKDIR/downloads/VERSION, then
+    `dpkg-source --no-copy -x`; STEP runs each command (name, argv, cwd).
+    """
+    apt = workdir / "apt"
+    for d in (apt / "lists/partial", apt / "cache/archives/partial"):
+        d.mkdir(parents=True, exist_ok=True)
+    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+    (apt / "sources.list").write_text(
+        deb_src_list(sources, keyring if Path(keyring).is_file() else None)
+    )
+    opts = apt_options(workdir)
+    step("apt-get update (private deb-src list)", ["apt-get", *opts, "update"], None)
+    downloads = workdir / "downloads" / version
+    downloads.mkdir(parents=True, exist_ok=True)
+    step(
+        f"apt-get source --download-only {SOURCE_PACKAGE}={version}",
+        ["apt-get", *opts, "source", "--download-only", f"{SOURCE_PACKAGE}={version}"],
+        downloads,
+    )
+    dsc = downloads / f"{SOURCE_PACKAGE}_{version.split(':', 1)[-1]}.dsc"
+    if src.exists():
+        shutil.rmtree(src)
+    step("dpkg-source -x", ["dpkg-source", "--no-copy", "-x", str(dsc), str(src)], None)
 
 
 def cts_environment(wrapper_dir: Path | None = None) -> dict[str, str]:

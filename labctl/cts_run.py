@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from labctl import cts, fencing, host, lab, virt
+from labctl import cts, fencing, host, lab, pcmkbuild, state, virt
 from labctl.errors import HostError, LabctlError, UsageError
 from labctl.plan import LabPlan
 
@@ -104,8 +104,17 @@ def prepare(name: str, state_dir: Path, src: Path | None, emit: Emit) -> tuple[L
     host.require_root("labctl cts")
     p = lab.load_plan(name, state_dir)
     check_lab(p)
-    version = nodes_version(p)
+    rec = state.read_record(state_dir, name)
+    build = pcmkbuild.resolve(state_dir, rec.build) if rec and rec.build else None
+    # A lab made from a source tree runs CTS from that tree (configured with the
+    # build); else from the Debian source of the version its nodes have.
+    version = build.manifest["version"] if build else nodes_version(p)
     upstream = ".".join(map(str, cts.upstream_version(version)))
+    if src is None and build is not None:
+        src = pcmkbuild.tree_dir(state_dir, build)
+        emit(f"CTS from the lab's own tree: {build.manifest['tree']} (built in {src})")
+        if cts.cts_dialect(version) == "ctslab" and not (src / "cts/cts").exists():
+            (src / "cts/cts").symlink_to("lab")  # as prepare_source does
     if src is not None:
         have = tree_version(src)
         if have is None:

@@ -21,6 +21,7 @@ from labctl import (
     host,
     images,
     mounts,
+    pcmkbuild,
     plan,
     secrets,
     ssh,
@@ -85,6 +86,9 @@ class NodeStatus:
     domain: str  # libvirt state, or "absent"
     pacemaker: str = "unknown"  # crm_mon's word: Online, RemoteOnline, GuestOnline, OFFLINE, ...
     runs_on: str = ""  # remote/guest: the cluster node running its connection or domain
+    version: str = ""  # the Pacemaker version the node has (its own answer)
+    build: str = ""  # Pacemaker's build string there
+    source: str = ""  # labctl's build name, or "distribution"
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class LabStatus:
     properties: dict[str, str] = field(default_factory=dict)
     fencing: str = ""
     notes: list[str] = field(default_factory=list)
+    pacemaker_build: str = ""  # the build the lab was made or deployed with (IMAGE/NAME)
+    pacemaker_tree: str = ""  # the source tree it came from
 
 
 def status(name: str, state_dir: Path) -> LabStatus:
@@ -126,10 +132,13 @@ def status(name: str, state_dir: Path) -> LabStatus:
     p = rec.plan(state_dir)
     view, props, why = _pacemaker_view(p, doms)
     notes = [why] if why else []
+    running = [n for n in p.nodes if n.name in doms and doms[n.name].state == "running"]
+    versions = dict(zip(running, parallel(partial(_node_pacemaker, p), running), strict=True))
     nodes = []
     for n in p.nodes:
         pn = view.nodes.get(n.name) if view else None
         res = view.resources.get(stack.connection_resource(n)) if view else None
+        v = versions.get(n) or pcmk.NodePacemaker()
         nodes.append(
             NodeStatus(
                 n.name,
@@ -138,6 +147,20 @@ def status(name: str, state_dir: Path) -> LabStatus:
                 doms[n.name].state if n.name in doms else "absent",
                 pacemaker=pn.state if pn else ("unknown" if view is None else "not in cluster"),
                 runs_on=", ".join(res.nodes) if res and n.role != "cluster" else "",
+                version=v.version,
+                build=v.build,
+                source=v.source,
+            )
+        )
+    kinds = {(n.version, n.build, n.source) for n in nodes if n.version}
+    if len(kinds) > 1:
+        notes.append(
+            "nodes disagree on their Pacemaker: "
+            + "; ".join(
+                f"{ver} ({bld}, {src}) on "
+                + ", ".join(n.name for n in nodes if (n.version, n.build, n.source) == k)
+                for k in sorted(kinds)
+                for ver, bld, src in [k]
             )
         )
     fencing = ""
@@ -160,7 +183,18 @@ def status(name: str, state_dir: Path) -> LabStatus:
         properties=props,
         fencing=fencing,
         notes=notes,
+        pacemaker_build=rec.build or "",
+        pacemaker_tree=rec.spec.pacemaker or "",
     )
+
+
+def _node_pacemaker(p: LabPlan, node: NodePlan) -> pcmk.NodePacemaker | None:
+    """The node's own word on its Pacemaker; None when it cannot be asked."""
+    try:
+        with connect(p, node) as c:
+            return pcmk.parse_node_version(c.run(pcmk.NODE_VERSION_COMMAND, check=False).stdout)
+    except LabctlError:
+        return None
 
 
 def _pacemaker_view(
@@ -273,6 +307,13 @@ def up(
                 image = images.build_image(
                     state_dir, spec.image, mirror=mirror, progress=reporter.emit
                 )
+        build = None
+        if spec.pacemaker:
+            with reporter.phase("build Pacemaker"):
+                build = pcmkbuild.build(
+                    state_dir, Path(spec.pacemaker), spec.image, reporter.emit, mirror=mirror
+                )
+        label = build.label if build else None
         # Two labctl runs must not pick the same subnet: hold a host-wide lock
         # from the choice until the network holding it exists.
         with _allocation_lock(state_dir):
@@ -290,18 +331,18 @@ def up(
             except FileExistsError:
                 raise UsageError(f"lab {spec.name!r} is being created by another labctl") from None
             try:
-                state.write_record(p, "creating")
+                state.write_record(p, "creating", build=label)
                 with reporter.phase("network"):
                     virt.create_network(conn, network_xml(p.network, p.nodes))
             except BaseException:
                 _down(spec.name, state_dir)
                 raise
         try:
-            _create(conns, p, image, reporter, cloud)
-            state.write_record(p, "up")
+            _create(conns, p, image, reporter, cloud, build)
+            state.write_record(p, "up", build=label)
         except BaseException:
             if keep_on_failure:
-                state.write_record(p, "failed")
+                state.write_record(p, "failed", build=label)
                 reporter.emit(f"kept what was created; `labctl down {spec.name}` removes it")
             else:
                 reporter.emit("rolling back")
@@ -326,6 +367,7 @@ def _create(
     image: images.Image,
     reporter: Reporter,
     cloud: cloudimage.CloudImage | None = None,
+    build: pcmkbuild.Build | None = None,
 ) -> None:
     lab_priv, lab_pub = secrets.new_ed25519(f"labctl-{p.name}")
     secrets.write_secret(p.private_key, lab_priv)
@@ -375,9 +417,7 @@ def _create(
                 write_seed = partial(write_ext4_seed, files=files_of(node))
             make_vm_disks(conns["vm"], p, node, backing, capacity, write_seed)
             return
-        mounts.mount_overlay(
-            [image.layer(node.layer), image.base], node.upper, node.work, node.root
-        )
+        mounts.mount_overlay(lowers(image, build, node.layer), node.upper, node.work, node.root)
         write_files(node.root, files_of(node))
 
     with reporter.phase("roots"):
@@ -432,6 +472,12 @@ def _create(
         parallel(reach, p.nodes)
 
     start_pacemaker(p, reporter, conns)
+
+
+def lowers(image: images.Image, build: pcmkbuild.Build | None, layer: str) -> list[Path]:
+    """A container's lower layers, top first: a Pacemaker build's over the image's."""
+    own = build.lowers(layer) if build else []
+    return [*own, image.layer(layer), image.base]
 
 
 def write_files(root: Path, files: list) -> None:
@@ -512,10 +558,7 @@ def start_pacemaker(p: LabPlan, reporter: Reporter, conns: Conns) -> pcmk.Cluste
                 stack.wait_online(c, {n.name: "cluster" for n in cluster})
                 # Already in the seeded CIB; set again so a node that had a CIB of
                 # its own cannot have won with other values.
-                stack.set_properties(c, pcmk.lab_properties(p.spec.fencing, p.spec.mode == "guest"))
-                if p.spec.fencing:
-                    for fp in fps:
-                        stack.create_resource(c, pcmk.to_text(fencing.stonith_primitive(fp)))
+                configure_cluster(p, c)
         with reporter.phase("remote/guest nodes prepared"):
             others_ready.result()
 
@@ -526,19 +569,34 @@ def start_pacemaker(p: LabPlan, reporter: Reporter, conns: Conns) -> pcmk.Cluste
     parallel(mark_formed, cluster)
 
     with reporter.phase("all online"), connect(p, cluster[0]) as c:
-        for node in others:
-            if node.role == "remote":
-                rsc = pcmk.remote_primitive(node, p.spec.remote_port)
-            else:
-                rsc = pcmk.guest_primitive(
-                    node,
-                    config=str(guest_config(p, node)),
-                    hypervisor=virt.default_uri(node.backend),
-                    port=p.spec.remote_port,
-                    force_stop=node.backend == "lxc",
-                )
-            stack.create_resource(c, pcmk.to_text(rsc))
+        register_others(p, c)
         return stack.wait_online(c, {n.name: n.role for n in p.nodes})
+
+
+def configure_cluster(p: LabPlan, c: ssh.Connection) -> None:
+    """The lab's cluster properties and its fence devices; idempotent."""
+    stack.set_properties(c, pcmk.lab_properties(p.spec.fencing, p.spec.mode == "guest"))
+    if p.spec.fencing:
+        for fp in fencing.fence_plans(p, virt.default_uri):
+            stack.create_resource(c, pcmk.to_text(fencing.stonith_primitive(fp)))
+
+
+def register_others(p: LabPlan, c: ssh.Connection) -> None:
+    """The resources that join remote and guest nodes to the cluster; idempotent."""
+    for node in p.nodes:
+        if node.role == "remote":
+            rsc = pcmk.remote_primitive(node, p.spec.remote_port)
+        elif node.role == "guest":
+            rsc = pcmk.guest_primitive(
+                node,
+                config=str(guest_config(p, node)),
+                hypervisor=virt.default_uri(node.backend),
+                port=p.spec.remote_port,
+                force_stop=node.backend == "lxc",
+            )
+        else:
+            continue
+        stack.create_resource(c, pcmk.to_text(rsc))
 
 
 def rotate_authkey(name: str, state_dir: Path, reporter: Reporter | None = None) -> None:

@@ -4,6 +4,7 @@ steps that put them on nodes through Pacemaker's own CLI over SSH."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
 from dataclasses import dataclass, field
 
@@ -330,3 +331,39 @@ def ensure_package_command(package: str, binary: str) -> str:
         f"elif command -v zypper >/dev/null; then zypper --non-interactive install {q(package)}; "
         f"else echo 'no apt-get, dnf or zypper on this node' >&2; exit 127; fi; }}"
     )
+
+
+@dataclass(frozen=True)
+class NodePacemaker:
+    """What a node says of the Pacemaker it has: version, build, and labctl's build name."""
+
+    version: str = ""
+    build: str = ""  # Pacemaker's own build string (a commit hash)
+    source: str = ""  # labctl's build name, or "distribution"
+
+
+# One round trip: the CLI tools' version (they and the daemons come from the
+# same layers), then labctl's marker of a source build, if the node has one.
+NODE_VERSION_COMMAND = (
+    "crm_mon --version --output-as=xml; echo '@@labctl@@'; "
+    "cat /usr/share/labctl/pacemaker-build.json 2>/dev/null || true"
+)
+
+
+def parse_node_version(text: str) -> NodePacemaker:
+    """Parse NODE_VERSION_COMMAND's output; pure."""
+    xml_part, _, marker = text.partition("@@labctl@@")
+    version = build = ""
+    try:
+        el = etree.fromstring(xml_part.strip().encode()).find("version")
+    except etree.XMLSyntaxError:
+        el = None
+    if el is not None:
+        version, build = el.get("version", ""), el.get("build", "")
+    source = "distribution"
+    if marker.strip():
+        try:
+            source = str(json.loads(marker)["build"])
+        except (ValueError, KeyError, TypeError):
+            source = "unknown"
+    return NodePacemaker(version, build, source)

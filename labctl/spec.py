@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, get_args
 
 from labctl.cloudimage import is_image_ref, is_url, parse_checksum
@@ -45,6 +46,7 @@ class LabSpec:
     fencing: bool = False
     cloud_image: str | None = None  # a user's qcow2 (path or URL) for the VM nodes
     image_checksum: str | None = None  # "sha256:HEX" or "sha512:HEX"
+    pacemaker: str | None = None  # a Pacemaker source tree the nodes run a build of
 
     @property
     def total_nodes(self) -> int:
@@ -80,6 +82,7 @@ def make_spec(
     remote_port: int = 3121,
     fencing: bool = False,
     image_checksum: str | None = None,
+    pacemaker: str | None = None,
 ) -> LabSpec:
     """Validate raw user input into a LabSpec; every problem is a one-line UsageError."""
     validate_name(name)
@@ -131,6 +134,18 @@ def make_spec(
         raise UsageError("--image-checksum is for --image PATH|URL (a cloud image)")
     if image_checksum is not None:
         image_checksum = str(parse_checksum(image_checksum))
+    if pacemaker is not None:
+        if backend == "vm" or cloud_image:
+            raise UsageError(
+                "--pacemaker DIR puts a build on containers; VM nodes cannot take one yet: "
+                "leave out --backend vm"
+            )
+        tree = Path(pacemaker).expanduser()
+        if not (tree / "configure.ac").is_file():
+            raise UsageError(
+                f"--pacemaker {pacemaker}: not a Pacemaker source tree (no configure.ac there)"
+            )
+        pacemaker = str(tree.resolve())
     return LabSpec(
         name=name,
         nodes=nodes,
@@ -145,4 +160,5 @@ def make_spec(
         fencing=fencing,
         cloud_image=cloud_image,
         image_checksum=image_checksum,
+        pacemaker=pacemaker,
     )

@@ -131,6 +131,10 @@ def set_properties(c: ssh.Connection, props: dict[str, str]) -> None:
         )
 
 
+def delete_property(c: ssh.Connection, name: str) -> None:
+    c.run(f"crm_attribute --type crm_config --name {shlex.quote(name)} --delete")
+
+
 def create_resource(c: ssh.Connection, xml_text: str) -> None:
     """Add a resource with cibadmin; one of the same id is updated instead (idempotent)."""
     x = shlex.quote(xml_text)

@@ -24,23 +24,28 @@ class LabRecord:
     subnet_index: int
     state: str  # creating, up, failed
     created: str
+    build: str | None = None  # IMAGE/NAME of the Pacemaker build the nodes run, if any
 
     def plan(self, state_dir: Path) -> LabPlan:
         return make_plan(self.spec, self.subnet_index, state_dir)
 
 
-def write_record(plan: LabPlan, state: str, created: str | None = None) -> LabRecord:
+def write_record(
+    plan: LabPlan, state: str, created: str | None = None, build: str | None = None
+) -> LabRecord:
     rec = LabRecord(
         spec=plan.spec,
         subnet_index=plan.network.index,
         state=state,
         created=created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        build=build,
     )
     data = {
         "spec": dataclasses.asdict(rec.spec),
         "subnet_index": rec.subnet_index,
         "state": rec.state,
         "created": rec.created,
+        "build": rec.build,
     }
     tmp = plan.record.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -59,6 +64,7 @@ def read_record(state_dir: Path, name: str) -> LabRecord | None:
         subnet_index=data["subnet_index"],
         state=data["state"],
         created=data["created"],
+        build=data.get("build"),
     )
 
 

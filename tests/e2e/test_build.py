@@ -1,0 +1,143 @@
+"""Your own Pacemaker on a lab: the nodes' Debian source with a patch of the test's
+own, built, run on every node (cluster and remote), CTS from the same tree, a
+second patch deployed onto the running lab, and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from labctl import cts, images
+
+from .conftest import STATE_DIR, host_state, labctl, labctl_json
+
+EXECD = "daemons/execd/pacemaker-execd.c"
+# Compiled into pacemaker-execd (cluster nodes) and pacemaker-remoted (remote
+# nodes): every node logs it when its executor starts.
+LOG_LINE = 'crm_notice("Starting Pacemaker " EXECD_TYPE " executor");'
+
+
+def _nodes_debian_version() -> str:
+    img = images.find_image(STATE_DIR, images.DEFAULT_IMAGE)
+    assert img is not None, "scripts/test builds the image first"
+    status = (img.layer("cluster") / "var/lib/dpkg/status").read_text()
+    block = status.split("Package: pacemaker\n", 1)[1]
+    return block.split("Version: ", 1)[1].split("\n", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def debian_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Debian source of the nodes' own Pacemaker, as `apt-get source` gives it."""
+    work = tmp_path_factory.mktemp("src")
+    version = _nodes_debian_version()
+    tree = work / "pacemaker"
+
+    def step(_name: str, argv: list[str], cwd: Path | None = None) -> None:
+        subprocess.run(argv, cwd=cwd, check=True, capture_output=True)
+
+    cts.unpack_source(version, work, tree, cts.host_sources(version), step)
+    return tree
+
+
+def _patch(tree: Path, marker: str) -> None:
+    f = tree / EXECD
+    text = f.read_text()
+    start = text.index('crm_notice("Starting Pacemaker " EXECD_TYPE " executor')
+    end = text.index(";", start) + 1
+    f.write_text(
+        text[:start]
+        + f'crm_notice("Starting Pacemaker " EXECD_TYPE " executor ({marker})");'
+        + text[end:]
+    )
+
+
+def _installed_packages() -> str:
+    return subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package} ${Version} ${db:Status-Abbrev}\n"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def _executor_markers(lab: str, node: str) -> list[str]:
+    """The patch markers in the executor start lines of the node's current boot."""
+    out = labctl(
+        "ssh", lab, node, "--", "journalctl -b --no-pager -o cat | grep 'executor (' || true"
+    ).stdout
+    return [ln.rsplit("(", 1)[1].rstrip(")") for ln in out.splitlines() if "executor (" in ln]
+
+
+def _builds() -> dict[str, dict]:
+    return {b["name"]: b for b in labctl_json("image", "list")["pacemaker_builds"]}  # type: ignore[index]
+
+
+def test_own_build_runs_on_every_node_passes_cts_remote_basic_and_deploys_a_second_patch(
+    labs, before, debian_tree
+):
+    _patch(debian_tree, "labctl-e2e-1")
+    packages = _installed_packages()
+    out = labctl("build", str(debian_tree)).stdout
+    # Built in a build root of the image's own: the host got no package.
+    assert _installed_packages() == packages
+    first = out.split("build ", 1)[1].split(":", 1)[0]
+    assert first.startswith("debian12/pcmk-2.1.5-")
+    assert first in _builds()
+    assert _builds()[first]["tree"] == str(debian_tree)
+
+    lab = labs.name()
+    labctl("up", "--nodes", "3", "--mode", "remote", "--pacemaker", str(debian_tree), "--name", lab)
+    s = labctl_json("status", lab)
+    assert s["pacemaker_build"] == first  # type: ignore[index]
+    nodes = s["nodes"]  # type: ignore[index]
+    assert len(nodes) == 5
+    for n in nodes:
+        assert n["pacemaker"] in ("Online", "RemoteOnline"), n
+        assert n["version"] == "2.1.5" and n["source"] == first.split("/")[1], n
+        assert _executor_markers(lab, n["name"])[-1] == "labctl-e2e-1", n["name"]
+    # Cluster nodes have pacemaker-remoted too (a source build installs every daemon).
+    assert labctl("ssh", lab, f"{lab}-c1", "--", "which pacemaker-remoted").returncode == 0
+
+    # The build is in use: it cannot be removed, and says by which lab.
+    proc = labctl("image", "rm", first, check=False)
+    assert proc.returncode == 2 and lab in proc.stderr
+
+    # CTS comes from the same tree, and its remote-node test runs and passes.
+    proc = labctl(
+        "cts", lab, "--json", "--", "--choose", "RemoteBasic", "1", check=False, timeout=1800
+    )
+    result = json.loads(proc.stdout)
+    assert result["command"][0].startswith(str(STATE_DIR / "builds" / "debian12" / ".trees"))
+    ran = {t["name"]: t for t in result["summary"]["tests"] if t["calls"]}
+    assert list(ran) == ["RemoteBasic"], proc.stderr[-3000:]
+    assert result["summary"]["ok"] and ran["RemoteBasic"]["passed"] == 1, proc.stderr[-3000:]
+
+    # A change that does not compile: one line naming the compiler's error, no build made.
+    f = debian_tree / EXECD
+    good = f.read_text()
+    f.write_text(good.replace(LOG_LINE.replace("executor", "executor (labctl-e2e-1)"), "}}}"))
+    proc = labctl("build", str(debian_tree), check=False)
+    assert proc.returncode != 0
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "pacemaker-execd.c" in proc.stderr and "error" in proc.stderr
+    assert set(_builds()) == {first}
+
+    # A second patch, deployed on the running lab: every node restarts on it.
+    f.write_text(good)
+    _patch(debian_tree, "labctl-e2e-2")
+    s = labctl_json("deploy", lab)
+    second = s["pacemaker_build"]  # type: ignore[index]
+    assert second != first and second in _builds()
+    for n in s["nodes"]:  # type: ignore[index]
+        assert n["pacemaker"] in ("Online", "RemoteOnline"), n
+        assert n["source"] == second.split("/")[1], n
+        assert _executor_markers(lab, n["name"])[-1] == "labctl-e2e-2", n["name"]
+    assert "maintenance-mode" not in s["properties"]  # type: ignore[index]
+
+    labctl("down", lab)
+    assert host_state() == before
+    labctl("image", "rm", first)
+    assert first not in _builds()
