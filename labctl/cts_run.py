@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import shlex
 import subprocess
@@ -15,6 +16,7 @@ from labctl.errors import HostError, LabctlError, UsageError
 from labctl.plan import LabPlan
 
 Emit = Callable[[str], None]
+CTS_SUPPORT = "/usr/lib/pacemaker/cts-support"  # where a build with CTS has its node side
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,11 @@ def test_ip_base(p: LabPlan) -> str:
     return str(base)
 
 
-def prepare(name: str, state_dir: Path, src: Path | None, emit: Emit) -> tuple[LabPlan, str, Path]:
-    """Everything before the run: lab checks, the source tree, node files, SSH config."""
+def prepare(
+    name: str, state_dir: Path, src: Path | None, emit: Emit
+) -> tuple[LabPlan, str, Path, dict[str, str]]:
+    """Everything before the run: lab checks, the source tree, node files, SSH config;
+    returns the plan, the version, the tree and what CTS's environment needs besides."""
     host.require_root("labctl cts")
     p = lab.load_plan(name, state_dir)
     check_lab(p)
@@ -133,10 +138,18 @@ def prepare(name: str, state_dir: Path, src: Path | None, emit: Emit) -> tuple[L
             emit(f"installing what preparing CTS needs on the host: {' '.join(missing)}")
             _apt_install(missing)
         src = cts.prepare_source(version, state_dir / "cts", cts.host_sources(version), emit)
-    problems = cts.check_tree(src, cts.cts_dialect(version))
+    dialect = cts.cts_dialect(version)
+    if build is not None and (build.install / CTS_SUPPORT.lstrip("/")).is_file():
+        # `make install` put CTS's node side on the nodes with the build (upstream
+        # trees; Debian's patches leave CTS out): only the runner is needed here.
+        run = cts.runner(src, dialect)
+        problems = [] if run.is_file() else [f"no {run.relative_to(src)}"]
+        files = []
+    else:
+        problems = cts.check_tree(src, dialect)
+        files = [] if problems else cts.node_files(src)
     if problems:
         raise UsageError(f"CTS tree {src} is not usable: " + "; ".join(problems))
-    files = cts.node_files(src)
 
     def install(node: lab.NodePlan) -> None:
         with lab.connect(p, node) as c:
@@ -146,7 +159,30 @@ def prepare(name: str, state_dir: Path, src: Path | None, emit: Emit) -> tuple[L
 
     lab.parallel(install, p.cluster_nodes)
     write_ssh_config(p)
-    return p, version, src
+    return p, version, src, (_build_library_env(build, emit) if build else {})
+
+
+def _build_library_env(build: pcmkbuild.Build, emit: Emit) -> dict[str, str]:
+    """CTS of 3.x loads libcrmcommon with ctypes on the host (python/pacemaker/_library.py,
+    found through ctypes.util.find_library, which honours LD_LIBRARY_PATH): point it at
+    the build's libraries, and make sure the host has what they link against."""
+    found = sorted(build.install.glob("usr/lib/*/libcrmcommon.so"))
+    if not found:
+        return {}
+    libdir = str(found[0].parent)
+    ldd = subprocess.run(
+        ["ldd", str(found[0])], capture_output=True, text=True, env={"LD_LIBRARY_PATH": libdir}
+    )
+    # psutil: what cts-lab's process handling imports (3.x).
+    missing = cts.missing_host_packages(("python3-psutil",))
+    if "not found" in ldd.stdout:
+        missing += cts.missing_host_packages()
+    if missing:
+        emit(f"installing what CTS needs on the host: {' '.join(missing)}")
+        _apt_install(missing)
+    # It also runs Pacemaker's own tools on the host (iso8601, say): the build's.
+    tools = ":".join(str(build.install / d) for d in ("usr/sbin", "usr/bin"))
+    return {"LD_LIBRARY_PATH": libdir, "PATH": f"{tools}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
 
 
 def _apt_install(packages: list[str]) -> None:
@@ -183,7 +219,7 @@ def run(
     extra: list[str],
     emit: Emit,
 ) -> CtsRun:
-    p, version, tree = prepare(name, state_dir, src, emit)
+    p, version, tree, extra_env = prepare(name, state_dir, src, emit)
     if p.spec.fencing:
         fp = fencing.fence_plans(p, virt.default_uri)[0]  # CTS: cluster mode, one backend
         agent: str | None = "fence_xvm"
@@ -211,7 +247,9 @@ def run(
         fencing_params=params,
         extra=extra,
     )
-    env = cts.cts_environment(_wrappers(p, p.ssh_dir / "config"))
+    wrappers = _wrappers(p, p.ssh_dir / "config")
+    env = {**cts.cts_environment(), **extra_env}
+    env["PATH"] = f"{wrappers}:{env['PATH']}"
     emit(f"running: {shlex.join(argv)}")
     proc = subprocess.Popen(
         argv,

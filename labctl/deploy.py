@@ -13,6 +13,9 @@ started, the cluster forms again, the lab's configuration is applied again
 from __future__ import annotations
 
 import dataclasses
+import io
+import tarfile
+from functools import partial
 from pathlib import Path
 
 from labctl import host, images, lab, mounts, pcmkbuild, plan, provision, ssh, stack, state, virt
@@ -36,8 +39,8 @@ def deploy(
             f"lab {name!r} runs {rec.spec.image}'s own Pacemaker: give a source tree, "
             f"`labctl deploy {name} DIR`"
         )
-    if rec.spec.backend == "vm" or rec.spec.cloud_image:
-        raise UsageError(f"lab {name!r} has VM nodes: deploy puts builds on containers only")
+    if rec.spec.cloud_image:
+        raise UsageError(f"lab {name!r} runs a cloud image, which cannot take a build")
     spec = dataclasses.replace(rec.spec, pacemaker=str(src.expanduser().resolve()))
     p = plan.make_plan(spec, rec.subnet_index, state_dir)
     with reporter.phase("build Pacemaker"):
@@ -49,9 +52,10 @@ def deploy(
         _stop_cluster(p)
     with reporter.phase("nodes restarted on the new build"):
         _swap(p, image, b)
+        lab.parallel(partial(_copy_into_vm, p, _layer_tar(b)), list(p.vm_nodes))
         state.write_record(p, rec.state, created=rec.created, build=b.label)
     with reporter.phase("ssh ready"):
-        lab.parallel(_reach, [(p, n) for n in p.nodes if n.role != "guest"])
+        lab.parallel(_reach, [(p, n) for n in p.nodes if n.role != "guest" or n.backend == "vm"])
     with reporter.phase("cluster formed"):
         lab.parallel(_start_cluster_node, [(p, n) for n in p.cluster_nodes])
         with lab.connect(p, p.cluster_nodes[0]) as c:
@@ -105,7 +109,7 @@ def _swap(p: LabPlan, image: images.Image, b: pcmkbuild.Build) -> None:
                 mounts.unmount(target)
             mounts.mount_overlay(lab.lowers(image, b, node.layer), node.upper, node.work, node.root)
 
-        lab.parallel(stop, list(p.nodes))
+        lab.parallel(stop, [n for n in p.nodes if n.backend == "lxc"])
 
         def start(node: NodePlan) -> None:
             mounts_ = provision.host_mounts(p, node)
@@ -114,7 +118,30 @@ def _swap(p: LabPlan, image: images.Image, b: pcmkbuild.Build) -> None:
             )
 
         # Guests are the cluster's to start, once maintenance mode is lifted.
-        lab.parallel(start, [n for n in p.nodes if n.role != "guest"])
+        lab.parallel(start, [n for n in p.nodes if n.role != "guest" and n.backend == "lxc"])
+
+
+def _layer_tar(b: pcmkbuild.Build) -> bytes:
+    """The build's install layer as a tar.gz, owners numeric (the image's ids)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
+        for entry in sorted(b.install.iterdir()):
+            tar.add(entry, arcname=entry.name)
+    return buf.getvalue()
+
+
+def _copy_into_vm(p: LabPlan, layer: bytes, node: NodePlan) -> None:
+    """A VM's disk is a copy-on-write image of a file system, whose backing cannot be
+    swapped under it: the build's layer is copied into the running VM instead, and
+    its Pacemaker restarted on it (the cluster side is stopped, in maintenance mode)."""
+    with lab.connect(p, node) as c:
+        c.put(layer, "/var/tmp/labctl-build.tar.gz", mode=0o600)
+        c.run(
+            "tar -xzf /var/tmp/labctl-build.tar.gz --numeric-owner --no-overwrite-dir -C / "
+            "&& rm /var/tmp/labctl-build.tar.gz && ldconfig && systemctl daemon-reload"
+        )
+        if node.role != "cluster":
+            c.run("systemctl restart pacemaker_remote.service")
 
 
 def _reach(item: tuple[LabPlan, NodePlan]) -> None:

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -417,8 +417,9 @@ class VmImage:
     recipe: Path  # holds vm_recipe_digest() of the build
 
 
-def vm_image_paths(img: Image, role_layer: str) -> VmImage:
-    d = img.dir / "vm"
+def vm_image_paths(img: Image, role_layer: str, under: Path | None = None) -> VmImage:
+    """Where the VM disk of ROLE_LAYER lives: in the image, or UNDER a build's directory."""
+    d = (under or img.dir) / "vm"
     return VmImage(
         d / f"{role_layer}.qcow2",
         d / f"{role_layer}-vmlinuz",
@@ -427,27 +428,32 @@ def vm_image_paths(img: Image, role_layer: str) -> VmImage:
     )
 
 
-def find_vm_image(img: Image, role_layer: str) -> VmImage | None:
+def find_vm_image(img: Image, role_layer: str, under: Path | None = None) -> VmImage | None:
     """The VM disk of ROLE_LAYER if it is built and from the current recipe."""
-    v = vm_image_paths(img, role_layer)
+    v = vm_image_paths(img, role_layer, under)
     if not all(p.is_file() for p in (v.disk, v.kernel, v.initrd, v.recipe)):
         return None
     return v if v.recipe.read_text().strip() == vm_recipe_digest() else None
 
 
 def build_vm_image(
-    img: Image, role_layer: str = "remote", progress: Progress = lambda _m: None
+    img: Image,
+    role_layer: str = "remote",
+    progress: Progress = lambda _m: None,
+    over: Sequence[Path] = (),
+    under: Path | None = None,
 ) -> VmImage:
-    """A qcow2 of IMG's ROLE_LAYER plus a distribution kernel, built without mounting
-    any block device (mkfs.ext4 -d fills the file system from the tree)."""
-    existing = find_vm_image(img, role_layer)
+    """A qcow2 of IMG's ROLE_LAYER (with the layers OVER it, a Pacemaker build's, say,
+    whose disk then lives UNDER that build's directory) plus a distribution kernel,
+    built without mounting any block device (mkfs.ext4 -d fills it from the tree)."""
+    existing = find_vm_image(img, role_layer, under)
     if existing:
         return existing
     if shutil.which("qemu-img") is None or shutil.which("mkfs.ext4") is None:
         raise HostError("qemu-img and mkfs.ext4 are needed: run scripts/setup-host")
-    out = vm_image_paths(img, role_layer)
+    out = vm_image_paths(img, role_layer, under)
     out.disk.parent.mkdir(exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".vm-{role_layer}-", dir=img.dir))
+    scratch = Path(tempfile.mkdtemp(prefix=f".vm-{role_layer}-", dir=under or img.dir))
     started = time.monotonic()
     try:
         stage = scratch / "stage"
@@ -459,7 +465,7 @@ def build_vm_image(
         raw = scratch / "root.raw"
         progress(f"VM image {role_layer}: kernel ({', '.join(VM_KERNEL_PACKAGES)}), ext4, qcow2")
         build_layer(
-            [img.layer(role_layer), img.base],
+            [*over, img.layer(role_layer), img.base],
             scratch / "kernel-layer",
             VM_KERNEL_PACKAGES,
             scratch / "overlay",

@@ -321,9 +321,11 @@ def up(
             p = plan.make_plan(spec, index, state_dir)
             vm_layers = sorted({n.layer for n in p.vm_nodes}) if cloud is None else []
             for layer in vm_layers:
-                if images.find_vm_image(image, layer) is None:
+                if images.find_vm_image(image, layer, vm_dir(build)) is None:
                     with reporter.phase(f"build VM image {layer}"):
-                        images.build_vm_image(image, layer, reporter.emit)
+                        images.build_vm_image(
+                            image, layer, reporter.emit, lowers(None, build, layer), vm_dir(build)
+                        )
             try:
                 # 0711: QEMU (running as libvirt-qemu) must reach the VM disks
                 # below; the secrets in here are 0600 files in 0700 directories.
@@ -412,7 +414,7 @@ def _create(
                 backing, capacity = cloud.path, cloud.virtual_size
                 write_seed = partial(cloudinit.write_seed, documents=documents)
             else:
-                vm = images.vm_image_paths(image, node.layer)
+                vm = images.vm_image_paths(image, node.layer, vm_dir(build))
                 backing, capacity = vm.disk, images.qcow2_virtual_size(vm.disk)
                 write_seed = partial(write_ext4_seed, files=files_of(node))
             make_vm_disks(conns["vm"], p, node, backing, capacity, write_seed)
@@ -429,7 +431,7 @@ def _create(
     def start(node: NodePlan) -> None:
         conn = conns[node.backend]
         if node.backend == "vm":
-            vm = images.vm_image_paths(image, node.layer)
+            vm = images.vm_image_paths(image, node.layer, vm_dir(build))
             xml = qemu_domain_xml(
                 p,
                 node,
@@ -474,10 +476,15 @@ def _create(
     start_pacemaker(p, reporter, conns)
 
 
-def lowers(image: images.Image, build: pcmkbuild.Build | None, layer: str) -> list[Path]:
-    """A container's lower layers, top first: a Pacemaker build's over the image's."""
+def lowers(image: images.Image | None, build: pcmkbuild.Build | None, layer: str) -> list[Path]:
+    """A node's lower layers, top first: a Pacemaker build's over the image's (if IMAGE)."""
     own = build.lowers(layer) if build else []
-    return [*own, image.layer(layer), image.base]
+    return [*own, image.layer(layer), image.base] if image else own
+
+
+def vm_dir(build: pcmkbuild.Build | None) -> Path | None:
+    """Where VM disks with a Pacemaker build live (None: the image's own)."""
+    return build.dir if build else None
 
 
 def write_files(root: Path, files: list) -> None:

@@ -135,10 +135,10 @@ def make_spec(
     if image_checksum is not None:
         image_checksum = str(parse_checksum(image_checksum))
     if pacemaker is not None:
-        if backend == "vm" or cloud_image:
+        if cloud_image:
             raise UsageError(
-                "--pacemaker DIR puts a build on containers; VM nodes cannot take one yet: "
-                "leave out --backend vm"
+                "--pacemaker DIR needs labctl's own image: a cloud image (--image PATH|URL) "
+                "cannot take a build"
             )
         tree = Path(pacemaker).expanduser()
         if not (tree / "configure.ac").is_file():

@@ -86,7 +86,7 @@ def test_own_build_runs_on_every_node_passes_cts_remote_basic_and_deploys_a_seco
     first = out.split("build ", 1)[1].split(":", 1)[0]
     assert first.startswith("debian12/pcmk-2.1.5-")
     assert first in _builds()
-    assert _builds()[first]["tree"] == str(debian_tree)
+    assert _builds()[first]["version"] == "2.1.5"
 
     lab = labs.name()
     labctl("up", "--nodes", "3", "--mode", "remote", "--pacemaker", str(debian_tree), "--name", lab)
@@ -118,12 +118,14 @@ def test_own_build_runs_on_every_node_passes_cts_remote_basic_and_deploys_a_seco
     # A change that does not compile: one line naming the compiler's error, no build made.
     f = debian_tree / EXECD
     good = f.read_text()
+    builds = set(_builds())
     f.write_text(good.replace(LOG_LINE.replace("executor", "executor (labctl-e2e-1)"), "}}}"))
     proc = labctl("build", str(debian_tree), check=False)
     assert proc.returncode != 0
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "pacemaker-execd.c" in proc.stderr and "error" in proc.stderr
-    assert set(_builds()) == {first}
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("labctl:")]
+    assert len(errors) == 1 and proc.stderr.rstrip().endswith(errors[0]), proc.stderr
+    assert "pacemaker-execd.c" in errors[0] and "error:" in errors[0], errors[0]
+    assert set(_builds()) == builds
 
     # A second patch, deployed on the running lab: every node restarts on it.
     f.write_text(good)
@@ -141,3 +143,41 @@ def test_own_build_runs_on_every_node_passes_cts_remote_basic_and_deploys_a_seco
     assert host_state() == before
     labctl("image", "rm", first)
     assert first not in _builds()
+
+
+def test_a_vm_remote_node_boots_the_build_and_takes_a_deploy(labs, before, debian_tree):
+    _patch(debian_tree, "labctl-e2e-vm-1")
+    lab = labs.name()
+    labctl(
+        "up",
+        "--nodes",
+        "1",
+        "--mode",
+        "remote",
+        "--backend",
+        "vm",
+        "--cluster-nodes",
+        "1",
+        "--pacemaker",
+        str(debian_tree),
+        "--name",
+        lab,
+    )
+    vm = f"{lab}-r1"
+    s = labctl_json("status", lab)
+    build = s["pacemaker_build"]  # type: ignore[index]
+    for n in s["nodes"]:  # type: ignore[index]
+        assert n["source"] == build.split("/")[1], n
+        assert _executor_markers(lab, n["name"])[-1] == "labctl-e2e-vm-1", n["name"]
+    # The VM's disk was made with the build in it: a real kernel, Pacemaker's from the tree.
+    assert "cloud" in labctl("ssh", lab, vm, "--", "uname", "-r").stdout
+
+    _patch(debian_tree, "labctl-e2e-vm-2")
+    s = labctl_json("deploy", lab)
+    for n in s["nodes"]:  # type: ignore[index]
+        assert n["pacemaker"] in ("Online", "RemoteOnline"), n
+        assert n["source"] == s["pacemaker_build"].split("/")[1], n  # type: ignore[index]
+        assert _executor_markers(lab, n["name"])[-1] == "labctl-e2e-vm-2", n["name"]
+
+    labctl("down", lab)
+    assert host_state() == before
