@@ -402,7 +402,7 @@ def cts(
     else:
         s = r.summary
         t = Table(title=f"CTS on lab {name} (Pacemaker {r.pacemaker_version}): {r.outputfile}")
-        for col in ("test", "run", "passed", "failed", "skipped", "audit failures"):
+        for col in ("test", "run", "passed", "failed", "skipped", "audit failures", "note"):
             t.add_column(col)
         for ts in (x for x in s.tests if x.calls):
             style = "red" if ts.failure else ""
@@ -413,8 +413,13 @@ def cts(
                 str(ts.failure),
                 str(ts.skipped),
                 str(ts.auditfail),
+                "",
                 style=style,
             )
+        for na in r.not_applicable or ():
+            t.add_row(na.test, "-", "-", "-", "-", "-", f"not applicable: {na.why}", style="dim")
+        if r.not_applicable is None:
+            t.add_row("?", "", "", "", "", "", "not applicable tests unknown (see above)")
         t.add_row(
             "all",
             str(s.success + s.failure),
@@ -422,6 +427,7 @@ def cts(
             str(s.failure),
             str(s.skipped),
             f"BadNews {s.bad_news}",
+            "",
             style="bold",
         )
         out.print(t)
