@@ -27,7 +27,7 @@ FLAG_ATTRS = ("is_loop", "is_unsafe", "is_valgrind", "is_experimental", "is_cont
 
 
 @dataclass(frozen=True)
-class TestDef:
+class EnabledTest:
     """An enabled CTS test: its name, and the flags its class sets that CTS checks."""
 
     name: str
@@ -119,17 +119,17 @@ def _mro(classes: dict[str, _Class], name: str) -> list[str]:
     return chain
 
 
-def _test_def(classes: dict[str, _Class], cls: str) -> TestDef:
+def _test_def(classes: dict[str, _Class], cls: str) -> EnabledTest:
     chain = _mro(classes, cls)
     name = next((classes[c].name for c in chain if classes[c].name is not None), None)
     flags: dict[str, bool] = {}
     for c in reversed(chain):
         flags.update(classes[c].flags)
     checked = classes[BASE_CLASS].checked if BASE_CLASS in classes else set(FLAG_ATTRS)
-    return TestDef(name or cls, frozenset(f for f, on in flags.items() if on and f in checked))
+    return EnabledTest(name or cls, frozenset(f for f, on in flags.items() if on and f in checked))
 
 
-def enabled_tests_ctslab(ctstests_py: str) -> list[TestDef]:
+def enabled_tests_ctslab(ctstests_py: str) -> list[EnabledTest]:
     """The enabled tests of a 2.1.x cts/lab/CTStests.py, in order; pure."""
     classes = _classes([ctstests_py])
     names = []
@@ -148,7 +148,7 @@ def enabled_tests_ctslab(ctstests_py: str) -> list[TestDef]:
     return [_test_def(classes, n) for n in names]
 
 
-def enabled_tests_cts_lab(init_py: str, modules: Sequence[str]) -> list[TestDef]:
+def enabled_tests_cts_lab(init_py: str, modules: Sequence[str]) -> list[EnabledTest]:
     """The enabled tests of python/pacemaker/_cts/tests (2.1.7+), in order; pure.
 
     INIT_PY is the package's __init__.py, MODULES the text of its other modules.
@@ -167,7 +167,7 @@ def enabled_tests_cts_lab(init_py: str, modules: Sequence[str]) -> list[TestDef]
     return [_test_def(classes, n) for n in names]
 
 
-def enabled_tests(src: Path, dialect: str) -> list[TestDef]:
+def enabled_tests(src: Path, dialect: str) -> list[EnabledTest]:
     """The enabled tests of a Pacemaker source tree in DIALECT's layout."""
     if dialect == "ctslab":
         return enabled_tests_ctslab((src / "cts/lab/CTStests.py").read_text())
@@ -232,7 +232,7 @@ _FLAG_REASONS = {
 }
 
 
-def reason(test: TestDef, lab: LabFacts) -> str:
+def reason(test: EnabledTest, lab: LabFacts) -> str:
     """Why CTS's is_applicable() is false for TEST on LAB, from CTS's own rules; pure.
 
     Rules read in 2.1.5's cts/lab/CTStests.py and 2.1.7 to 3.0.2's
@@ -268,7 +268,7 @@ def reason(test: TestDef, lab: LabFacts) -> str:
 
 
 def not_applicable(
-    enabled: Sequence[TestDef], applicable: Iterable[str], lab: LabFacts
+    enabled: Sequence[EnabledTest], applicable: Iterable[str], lab: LabFacts
 ) -> list[NotApplicable]:
     """The ENABLED tests CTS did not list as APPLICABLE, each with its reason; pure."""
     ok = set(applicable)
