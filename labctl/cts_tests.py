@@ -247,24 +247,24 @@ def reason(test: EnabledTest, lab: LabFacts) -> str:
         why.append("not a benchmark test, and --benchmark was given")
     name, n = test.name, lab.cluster_nodes
     if name == "Bandwidth":
-        why.append("CTS never runs it (its is_applicable() is always false)")
+        why.append("CTS never runs it, its is_applicable() is always false")
     if name in ("Stonithd", "RemoteStonithd") and not lab.fencing:
-        why.append("needs fencing, and the lab has none (--no-fencing)")
+        why.append("needs fencing, and the lab was made with --no-fencing")
     if name == "SplitBrain" and n <= 2:
         why.append(f"needs more than 2 cluster nodes, the lab has {n}")
     if name.startswith("Remote") and name != "RemoteLXC" and not lab.remoted_on_all:
-        why.append("needs pacemaker-remoted on every cluster node (`which pacemaker-remoted`)")
+        why.append("needs pacemaker-remoted on every cluster node")
     if name in ("RemoteMigrate", "RemoteRscFailure") and n < 3:
         why.append(f"needs 3 or more cluster nodes, the lab has {n}")
     if name.startswith("HAE") and _arg_value(args, "--schema") != "hae":
-        why.append("needs the 'hae' CIB schema (--schema hae)")
+        why.append("needs the 'hae' CIB schema, --schema hae")
     if name == "RollingUpgrade":
-        why.append("needs rpm-dir, current-version and previous-version (a rolling-upgrade setup)")
+        why.append("needs rpm-dir, current-version and previous-version, a rolling-upgrade setup")
     if name == "AddResource" and "--bsc" not in args:
-        why.append("runs only in the basic sanity check (--bsc)")
+        why.append("runs only in the basic sanity check, --bsc")
     if name == "Cibsecret":
         why.append("needs 2+ nodes, the first able to SSH to the others without a password")
-    return "; ".join(why) or "CTS's is_applicable() returned false"
+    return " and ".join(why) or "CTS's is_applicable() returned false"
 
 
 def not_applicable(

@@ -335,7 +335,7 @@ def test_not_applicable_is_enabled_minus_listed_in_order():
     assert [n.test for n in got] == ["Stonithd", "Bandwidth"]
     assert got[0].to_dict() == {
         "test": "Stonithd",
-        "why": "needs fencing, and the lab has none (--no-fencing)",
+        "why": "needs fencing, and the lab was made with --no-fencing",
     }
     assert cts_tests.describe(got).startswith("Stonithd (needs fencing")
 
