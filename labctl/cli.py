@@ -417,9 +417,9 @@ def cts(
                 style=style,
             )
         for na in r.not_applicable or ():
-            t.add_row(na.test, "-", "-", "-", "-", "-", f"not applicable: {na.why}", style="dim")
+            t.add_row(na.test, "-", "-", "-", "-", "-", "not applicable", style="dim")
         if r.not_applicable is None:
-            t.add_row("?", "", "", "", "", "", "not applicable tests unknown (see above)")
+            t.add_row("?", "", "", "", "", "", "applicability unknown", style="yellow")
         t.add_row(
             "all",
             str(s.success + s.failure),
@@ -431,6 +431,10 @@ def cts(
             style="bold",
         )
         out.print(t)
+        for na in r.not_applicable or ():
+            out.print(f"not applicable: {na.test}: {na.why}", highlight=False)
+        if r.not_applicable is None:
+            out.print("CTS --list-tests gave no list: which tests are not applicable is unknown")
         out.print("[green]CTS passed[/green]" if s.ok else "[red]CTS failed[/red]")
     raise typer.Exit(0 if r.summary.ok else 1)
 
