@@ -191,7 +191,14 @@ def not_applicable(
         emit(f"warning: CTS --list-tests gave no test list (status {status}): {tail}")
         emit("warning: which CTS tests are not applicable on this lab is unknown")
         return None
-    enabled = cts_tests.enabled_tests(tree, dialect)
+    try:
+        enabled = cts_tests.enabled_tests(tree, dialect)
+    except (OSError, SyntaxError) as e:
+        emit(f"warning: cannot read CTS's enabled tests in {tree}: {e}")
+        return None
+    unknown = sorted(set(applicable) - {t.name for t in enabled})
+    if unknown:
+        emit(f"warning: CTS lists tests not found enabled in its source: {', '.join(unknown)}")
     out = tuple(cts_tests.not_applicable(enabled, applicable, facts))
     if out:
         emit(f"not applicable on this lab: {cts_tests.describe(out)}")
