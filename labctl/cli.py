@@ -488,7 +488,7 @@ def cts(
     else:
         s = r.summary
         t = Table(title=f"CTS on lab {name} (Pacemaker {r.pacemaker_version}): {r.outputfile}")
-        for col in ("test", "run", "passed", "failed", "skipped", "audit failures"):
+        for col in ("test", "run", "passed", "failed", "skipped", "audit failures", "note"):
             t.add_column(col)
         for ts in (x for x in s.tests if x.calls):
             style = "red" if ts.failure else ""
@@ -499,8 +499,13 @@ def cts(
                 str(ts.failure),
                 str(ts.skipped),
                 str(ts.auditfail),
+                "",
                 style=style,
             )
+        for na in r.not_applicable or ():
+            t.add_row(na.test, "-", "-", "-", "-", "-", "not applicable", style="dim")
+        if r.not_applicable is None:
+            t.add_row("?", "", "", "", "", "", "applicability unknown", style="yellow")
         t.add_row(
             "all",
             str(s.success + s.failure),
@@ -508,9 +513,14 @@ def cts(
             str(s.failure),
             str(s.skipped),
             f"BadNews {s.bad_news}",
+            "",
             style="bold",
         )
         out.print(t)
+        for na in r.not_applicable or ():
+            out.print(f"not applicable: {na.test}: {na.why}", highlight=False)
+        if r.not_applicable is None:
+            out.print("CTS --list-tests gave no list: which tests are not applicable is unknown")
         out.print("[green]CTS passed[/green]" if s.ok else "[red]CTS failed[/red]")
     raise typer.Exit(0 if r.summary.ok else 1)
 

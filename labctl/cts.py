@@ -8,16 +8,21 @@ private `apt-get update` 0.3-1.1 s, `apt-get source --download-only` 0.1-0.8 s,
 `dpkg-source -x` 0.6-1.6 s, `./autogen.sh` 9-11 s, `./configure` 16-21 s: about
 30 s in all, and no `make` at all.
 
-Three command-line dialects exist (see `cts_dialect`):
+Four command-line dialects exist (see `cts_dialect`), each boundary read in
+the release's own source (git tags Pacemaker-2.1.6 ... 3.0.2):
 - "ctslab" (2.1.0 to 2.1.6): cts/lab/CTSlab.py, a hand-written option loop
   (cts/lab/environment.py), `--stack corosync`, fencing as `--stonith-type AGENT
-  --stonith-args k=v,k=v` (the value is split on commas, cts/lab/CIB.py).
-- "cts-lab" (2.1.7 to 3.0.1): cts/cts-lab on python/pacemaker/_cts (argparse),
-  same option names, `-L journal`.
+  --stonith-args k=v,k=v` (the value is split on commas, cts/lab/CIB.py); the
+  journals are read with `--set LogWatcher=journal`.
+- "cts-lab-2.1.7" (2.1.7 only): cts/cts-lab on python/pacemaker/_cts
+  (argparse), same option names, but no way to ask for the journals: `-L X`
+  makes X a log file name read on the nodes (REMOTE_FILE), and `--set
+  LogWatcher=journal` sets a string its watcher compares with an Enum. No log
+  option at all: CTS probes for the journal itself.
+- "cts-lab" (2.1.8 to 3.0.1): as 2.1.7, and `-L journal` reads the journals.
 - "cts-lab-fencing" (3.0.2 and later): `--fencing-agent AGENT --fencing-params
   "k=v k=v"` (shlex-split), `--disable-fencing`, no `--stack`, no `--set`.
-The 2.1.5 facts were read in the 2.1.5 source; the version boundaries 2.1.7 and
-3.0.2 are assumptions (`prepare_source` checks the tree agrees with them).
+`check_tree` checks a prepared tree agrees with its version's dialect.
 
 Pure functions first; the few that run commands are at the end.
 """
@@ -108,8 +113,9 @@ DEBIAN_CODENAMES = {
     "14": "forky",
 }
 
-CTS_LAB_SINCE = (2, 1, 7)  # assumption: first release with cts/cts-lab
-FENCING_OPTIONS_SINCE = (3, 0, 2)  # --fencing-agent/--fencing-params (issue text)
+CTS_LAB_SINCE = (2, 1, 7)  # first release with cts/cts-lab
+CTS_LAB_JOURNAL_SINCE = (2, 1, 8)  # first cts-lab where `-L journal` means the journals
+FENCING_OPTIONS_SINCE = (3, 0, 2)  # --fencing-agent/--fencing-params, no --stack/--set
 
 
 # ------------------------------------------------------------------ versions
@@ -143,10 +149,12 @@ def debian_suite(version: str) -> str | None:
 
 
 def cts_dialect(version: str) -> str:
-    """ "ctslab", "cts-lab" or "cts-lab-fencing" (module docstring)."""
+    """ "ctslab", "cts-lab-2.1.7", "cts-lab" or "cts-lab-fencing" (module docstring)."""
     v = upstream_version(version)
     if v < CTS_LAB_SINCE:
         return "ctslab"
+    if v < CTS_LAB_JOURNAL_SINCE:
+        return "cts-lab-2.1.7"
     if v < FENCING_OPTIONS_SINCE:
         return "cts-lab"
     return "cts-lab-fencing"
@@ -266,8 +274,12 @@ def check_tree(src: Path, dialect: str) -> list[str]:
     if dialect != "ctslab":
         env = src / "python/pacemaker/_cts/environment.py"
         if env.is_file():
-            has_new = "--fencing-agent" in env.read_text()
-            if has_new != (dialect == "cts-lab-fencing"):
+            text = env.read_text()
+            has_new = "--fencing-agent" in text
+            has_journal = 'args.logfile == "journal"' in text
+            if has_new != (dialect == "cts-lab-fencing") or has_journal != (
+                dialect != "cts-lab-2.1.7"
+            ):
                 problems.append(f"{env.relative_to(src)} disagrees with dialect {dialect!r}")
     support = src / "cts/support/cts-support"
     if not support.is_file():
@@ -332,7 +344,8 @@ def cts_command(
     agent and FENCING_PARAMS; the value "all" for pcmk_host_list/hostlist is
     expanded by CTS to every node and its "remote-" name.
     LOG_SOURCE "journal" makes CTS read the nodes' journals over SSH straight
-    away (2.1.x: `--set LogWatcher=journal`; cts-lab: `-L journal`); "auto"
+    away (ctslab: `--set LogWatcher=journal`; cts-lab from 2.1.8: `-L journal`;
+    2.1.7 has no option for it and gets none, i.e. its own probe); "auto"
     keeps CTS's own probe (a combined syslog read on the host by
     /usr/lib/pacemaker/cts-log-watcher, then the journals, then
     /var/log/messages on the nodes), which costs a 5 s timeout per failing kind.
@@ -370,7 +383,7 @@ def cts_command(
     argv += _fencing_args(dialect, fencing_agent, fencing_params)
     if seed is not None:
         argv += ["--seed", str(seed)]
-    if log_source == "journal":
+    if log_source == "journal" and dialect != "cts-lab-2.1.7":
         argv += ["--set", "LogWatcher=journal"] if dialect == "ctslab" else ["-L", "journal"]
     argv += ["-y", *extra, str(iterations)]
     return argv

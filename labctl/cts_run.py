@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from labctl import cts, fencing, host, lab, pcmkbuild, state, virt
+from labctl import cts, cts_tests, fencing, host, lab, pcmkbuild, state, virt
 from labctl.errors import HostError, LabctlError, UsageError
 from labctl.plan import LabPlan
 
@@ -28,6 +28,8 @@ class CtsRun:
     outputfile: str
     exit_status: int
     summary: cts.CtsSummary
+    # None: CTS's --list-tests gave no list, so applicability is unknown
+    not_applicable: tuple[cts_tests.NotApplicable, ...] | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -38,6 +40,9 @@ class CtsRun:
             "outputfile": self.outputfile,
             "exit_status": self.exit_status,
             "summary": self.summary.to_dict(),
+            "not_applicable": None
+            if self.not_applicable is None
+            else [n.to_dict() for n in self.not_applicable],
         }
 
 
@@ -185,6 +190,68 @@ def _build_library_env(build: pcmkbuild.Build, emit: Emit) -> dict[str, str]:
     return {"LD_LIBRARY_PATH": libdir, "PATH": f"{tools}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
 
 
+def remoted_on_all(p: LabPlan) -> bool:
+    """Whether `which pacemaker-remoted` succeeds on every cluster node (CTS's Remote* check)."""
+
+    def has(node: lab.NodePlan) -> bool:
+        with lab.connect(p, node) as c:
+            return c.run("which pacemaker-remoted >/dev/null 2>&1", check=False).status == 0
+
+    return all(lab.parallel(has, p.cluster_nodes))
+
+
+LIST_TESTS_TIMEOUT = 300.0
+
+
+def not_applicable(
+    argv: list[str],
+    tree: Path,
+    dialect: str,
+    env: dict[str, str],
+    facts: cts_tests.LabFacts,
+    outputfile: Path,
+    emit: Emit,
+) -> tuple[cts_tests.NotApplicable, ...] | None:
+    """The enabled tests CTS itself finds not applicable (its --list-tests), with reasons.
+
+    None, after a warning, when CTS gives no complete list.
+    """
+    list_argv = cts_tests.list_tests_command(argv, outputfile)
+    try:
+        proc = subprocess.run(
+            list_argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tree,
+            timeout=LIST_TESTS_TIMEOUT,
+        )
+        output, status = proc.stdout + proc.stderr, str(proc.returncode)
+    except subprocess.TimeoutExpired:
+        output, status = "", f"no answer in {LIST_TESTS_TIMEOUT:.0f} s"
+    applicable = cts_tests.parse_list_tests(output) if status == "0" else None
+    if applicable is None:
+        tail = output.strip()[-300:]
+        emit(f"warning: CTS --list-tests gave no test list (status {status}): {tail}")
+        emit("warning: which CTS tests are not applicable on this lab is unknown")
+        return None
+    try:
+        enabled = cts_tests.enabled_tests(tree, dialect)
+    except (OSError, SyntaxError) as e:
+        emit(f"warning: cannot read CTS's enabled tests in {tree}: {e}")
+        return None
+    unknown = sorted(set(applicable) - {t.name for t in enabled})
+    if unknown:
+        emit(f"warning: CTS lists tests not found enabled in its source: {', '.join(unknown)}")
+    out = tuple(cts_tests.not_applicable(enabled, applicable, facts))
+    if out:
+        emit(f"not applicable on this lab: {cts_tests.describe(out)}")
+    else:
+        emit(f"all {len(enabled)} enabled CTS tests are applicable on this lab")
+    return out
+
+
 def _apt_install(packages: list[str]) -> None:
     proc = subprocess.run(
         ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
@@ -250,6 +317,21 @@ def run(
     wrappers = _wrappers(p, p.ssh_dir / "config")
     env = {**cts.cts_environment(), **extra_env}
     env["PATH"] = f"{wrappers}:{env['PATH']}"
+    facts = cts_tests.LabFacts(
+        cluster_nodes=len(p.cluster_nodes),
+        fencing=agent is not None,
+        remoted_on_all=remoted_on_all(p),
+        cts_args=tuple(extra),
+    )
+    na = not_applicable(
+        argv,
+        tree,
+        cts.cts_dialect(version),
+        env,
+        facts,
+        outdir / f"cts-{stamp}-list-tests.log",
+        emit,
+    )
     emit(f"running: {shlex.join(argv)}")
     proc = subprocess.Popen(
         argv,
@@ -277,4 +359,4 @@ def run(
     if not summary.found:
         tail = "".join(seen[-5:]).strip()
         raise LabctlError(f"CTS ended (status {status}) without a summary: {tail[-400:]}")
-    return CtsRun(name, version, str(tree), argv, str(outputfile), status, summary)
+    return CtsRun(name, version, str(tree), argv, str(outputfile), status, summary, na)

@@ -5,6 +5,10 @@ hold both. An image is therefore a common base (systemd, sshd, resource-agents)
 and two overlay layers over it: "cluster" (corosync + pacemaker) and "remote"
 (pacemaker-remote). A node's root is an overlay of its layer, the base, and an
 upper directory of its own.
+
+The cluster layer still gets pacemaker-remoted (and its unit, not enabled),
+because CTS's Remote* tests turn a cluster node into a remote node: see
+`CLUSTER_REMOTED`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from labctl import mounts
@@ -35,6 +39,38 @@ class ImageDef:
     suite: str
     base_packages: tuple[str, ...]
     layers: dict[str, tuple[str, ...]]
+    # layer name -> shell run in build_layer's `in_chroot` step ($merged: the tree)
+    layer_scripts: dict[str, str] = field(default_factory=dict)
+
+
+# CTS's Remote* tests (RemoteDriver) need `which pacemaker-remoted` to succeed on
+# every cluster node and run `service pacemaker_remote start|stop` there. Debian's
+# pacemaker-remote conflicts with pacemaker, so the cluster layer takes only its
+# daemon (and the legacy pacemaker_remoted link) and its unit, not enabled, out of
+# the .deb of the same version as the installed pacemaker: dpkg's database is not
+# touched, those files belong to no package (`dpkg -S` says so, `dpkg --audit`
+# stays clean, apt sees no conflict). A dpkg diversion would not help: diversions
+# move a package's files, they do not let two conflicting packages be installed.
+# Every library the daemon needs is one pacemaker itself depends on; ldd checks it.
+CLUSTER_REMOTED = r"""
+version=$(chroot "$merged" dpkg-query -W -f '${Version}' pacemaker)
+tmp=$(mktemp -d "$merged/tmp/remoted.XXXXXX")
+rel=/tmp/${tmp##*/}
+chroot "$merged" sh -c 'cd "$1" && apt-get download -q -o APT::Sandbox::User=root "$2"' \
+    sh "$rel" "pacemaker-remote=$version"
+chroot "$merged" sh -c 'dpkg-deb -x "$1"/pacemaker-remote_*.deb "$1/x"' sh "$rel"
+install -m 0755 "$tmp/x/usr/sbin/pacemaker-remoted" "$merged/usr/sbin/pacemaker-remoted"
+if [ -L "$tmp/x/usr/sbin/pacemaker_remoted" ]; then
+    cp -P "$tmp/x/usr/sbin/pacemaker_remoted" "$merged/usr/sbin/pacemaker_remoted"
+fi
+install -m 0644 "$tmp/x/lib/systemd/system/pacemaker_remote.service" \
+    "$merged/lib/systemd/system/pacemaker_remote.service"
+rm -rf "$tmp"
+if chroot "$merged" ldd /usr/sbin/pacemaker-remoted | grep 'not found'; then
+    echo "pacemaker-remoted: libraries missing in the cluster layer" >&2
+    exit 1
+fi
+"""
 
 
 DEBIAN12 = ImageDef(
@@ -66,6 +102,7 @@ DEBIAN12 = ImageDef(
         # first alternative of its "pacemaker | pacemaker-remote" dependency.
         "remote": ("pacemaker-remote", "pacemaker-cli-utils"),
     },
+    layer_scripts={"cluster": CLUSTER_REMOTED},
 )
 IMAGES = {DEBIAN12.name: DEBIAN12}
 DEFAULT_IMAGE = DEBIAN12.name
@@ -96,6 +133,8 @@ def recipe_digest(idef: ImageDef) -> str:
     h.update(" ".join(idef.base_packages).encode())
     for lname, pkgs in sorted(idef.layers.items()):
         h.update(f"\n{lname}: {' '.join(pkgs)}".encode())
+        if script := idef.layer_scripts.get(lname):
+            h.update(f"\n{lname} script:\n{script}".encode())
     h.update(("\n" + " ".join(MASKED_UNITS)).encode())
     for t in IMAGE_TEMPLATES:
         h.update(render(t).encode())
@@ -258,10 +297,13 @@ def build_layer(
     scratch: Path,
     post: str = "",
     env: dict[str, str] | None = None,
+    in_chroot: str = "",
 ) -> None:
     """Install PACKAGES over LOWERS (top first) in a private mount namespace; LAYER
-    receives the diff. POST is shell run afterwards in the namespace, with $merged
-    the whole tree (and ENV in its environment)."""
+    receives the diff. IN_CHROOT is shell run just after the install, while the
+    tree still has /proc and the host's resolv.conf (apt can download); POST is
+    shell run at the end. Both run in the namespace, with $merged the whole tree
+    (and ENV in their environment)."""
     work, merged = scratch / "work", scratch / "merged"
     for d in (layer, work, merged):
         d.mkdir(parents=True, exist_ok=True)
@@ -276,6 +318,9 @@ cp /etc/resolv.conf "$merged/etc/resolv.conf"
 printf '#!/bin/sh\nexit 101\n' > "$merged/usr/sbin/policy-rc.d"
 chmod 755 "$merged/usr/sbin/policy-rc.d"
 chroot "$merged" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+"""
+        + in_chroot
+        + r"""
 chroot "$merged" apt-get clean
 rm -f "$merged/usr/sbin/policy-rc.d" "$merged/etc/resolv.conf"
 umount "$merged/proc"
@@ -357,7 +402,13 @@ def build_image(
         for lname, pkgs in idef.layers.items():
             progress(f"layer {lname}: {', '.join(pkgs)}")
             layer = build / lname
-            build_layer([base], layer, pkgs, build / f".scratch-{lname}")
+            build_layer(
+                [base],
+                layer,
+                pkgs,
+                build / f".scratch-{lname}",
+                in_chroot=idef.layer_scripts.get(lname, ""),
+            )
             shutil.rmtree(build / f".scratch-{lname}")
             _layer_post(base, layer, lname)
             layers[lname] = layer

@@ -110,7 +110,9 @@ class Labs:
         self.names: list[str] = []
 
     def name(self) -> str:
-        n = f"t{os.getpid() % 10000}x{next(_counter)}"
+        # LABCTL_TEST_LAB_PREFIX: on a shared host, keep test labs apart by name
+        prefix = os.environ.get("LABCTL_TEST_LAB_PREFIX", "t")
+        n = f"{prefix}{os.getpid() % 10000}x{next(_counter)}"
         self.names.append(n)
         return n
 

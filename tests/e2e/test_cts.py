@@ -25,6 +25,13 @@ def test_cts_three_iterations_pass_on_a_three_node_lab_and_down_leaves_nothing(l
     assert result["command"][-1] == "3"
     assert "--stonith-type" in result["command"]  # the 2.1.x dialect, with real fencing
     assert (STATE_DIR / "labs" / lab / "cts").is_dir()
+    # CTS's own --list-tests answered, and with pacemaker-remoted on every cluster
+    # node of 3, fencing on, none of its Remote* tests is left out (but RemoteLXC,
+    # a container test that needs --container-tests and is not a RemoteDriver one).
+    not_applicable = result["not_applicable"]
+    assert not_applicable is not None, proc.stderr[-3000:]
+    remote = [n for n in not_applicable if n["test"].startswith("Remote")]
+    assert [n["test"] for n in remote] in ([], ["RemoteLXC"]), not_applicable
     # What CTS itself concluded, also in the exit status.
     assert summary["ok"], json.dumps(summary, indent=1) + proc.stderr[-3000:]
     assert summary["success"] == 3 and summary["failure"] == 0

@@ -114,7 +114,8 @@ def _outputfile(lines: list[str]) -> str:
         ("1:2.1.5-1", (2, 1, 5), "ctslab"),
         ("2.0.5-2", (2, 0, 5), "ctslab"),
         ("2.1.6-1", (2, 1, 6), "ctslab"),
-        ("2.1.7-1", (2, 1, 7), "cts-lab"),
+        ("2.1.7-1", (2, 1, 7), "cts-lab-2.1.7"),
+        ("2.1.8-1~bpo12+1", (2, 1, 8), "cts-lab"),
         ("3.0.0~rc3-1", (3, 0, 0), "cts-lab"),
         ("3.0.1-1", (3, 0, 1), "cts-lab"),
         ("3.0.2-1", (3, 0, 2), "cts-lab-fencing"),
@@ -218,6 +219,99 @@ def test_cts_2_1_5_command_is_ctslab_with_stonith_options():
     ]
 
 
+_COMMON = [
+    "--outputfile",
+    str(OUT),
+    "--clobber-cib",
+    "--populate-resources",
+    "--test-ip-base",
+    "10.213.1.200",
+]
+_STONITH = ["--stonith-type", "fence_xvm", "--stonith-args", "pcmk_host_list=all,delay=0"]
+_CTS_LAB = ["/usr/bin/env", f"PYTHONPATH={SRC}/python", f"{SRC}/cts/cts-lab"]
+_NODES = ["--nodes", "demo-c1 demo-c2 demo-c3"]
+_SEED = ["--seed", "42"]
+
+
+@pytest.mark.parametrize(
+    ("version", "argv"),
+    [
+        (
+            "2.1.6-1",
+            [
+                f"{SRC}/cts/lab/CTSlab.py",
+                *_NODES,
+                "--stack",
+                "corosync",
+                *_COMMON,
+                *_STONITH,
+                *_SEED,
+                "--set",
+                "LogWatcher=journal",
+                "-y",
+                "5",
+            ],
+        ),
+        # 2.1.7 takes `-L journal` for a log file name and ignores LogWatcher=journal
+        (
+            "2.1.7-1",
+            [*_CTS_LAB, *_NODES, "--stack", "corosync", *_COMMON, *_STONITH, *_SEED, "-y", "5"],
+        ),
+        (
+            "2.1.8-1",
+            [
+                *_CTS_LAB,
+                *_NODES,
+                "--stack",
+                "corosync",
+                *_COMMON,
+                *_STONITH,
+                *_SEED,
+                "-L",
+                "journal",
+                "-y",
+                "5",
+            ],
+        ),
+        (
+            "3.0.1-1",
+            [
+                *_CTS_LAB,
+                *_NODES,
+                "--stack",
+                "corosync",
+                *_COMMON,
+                *_STONITH,
+                *_SEED,
+                "-L",
+                "journal",
+                "-y",
+                "5",
+            ],
+        ),
+        (
+            "3.0.2-1",
+            [
+                *_CTS_LAB,
+                *_NODES,
+                *_COMMON,
+                "--fencing-agent",
+                "fence_xvm",
+                "--fencing-params",
+                "pcmk_host_list=all delay=0",
+                *_SEED,
+                "-L",
+                "journal",
+                "-y",
+                "5",
+            ],
+        ),
+    ],
+)
+def test_each_dialect_boundary_gives_its_own_command_line(version, argv):
+    assert _cmd(version) == argv
+
+
 def test_cts_2_1_without_fencing_says_stonith_no():
     argv = _cmd("2.1.5-1+deb12u1", fencing_agent=None, fencing_params={})
     i = argv.index("--stonith")
@@ -269,7 +363,7 @@ def test_cts_lab_before_3_0_2_keeps_stack_and_stonith_options():
     assert argv[argv.index("-L") + 1] == "journal"
 
 
-@pytest.mark.parametrize("version", ["2.1.5-1+deb12u1", "3.0.1-1", "3.0.2-1"])
+@pytest.mark.parametrize("version", ["2.1.5-1+deb12u1", "2.1.7-1", "3.0.1-1", "3.0.2-1"])
 def test_every_dialect_has_the_fixed_options(version):
     argv = _cmd(version, extra=["--once"])
     for opt in ("--clobber-cib", "--populate-resources", "-y"):
@@ -282,7 +376,7 @@ def test_every_dialect_has_the_fixed_options(version):
 
 
 def test_no_seed_and_auto_logs_leave_the_options_out():
-    for version in ("2.1.5-1+deb12u1", "3.0.2-1"):
+    for version in ("2.1.5-1+deb12u1", "2.1.7-1", "3.0.2-1"):
         argv = _cmd(version, seed=None, log_source="auto")
         assert "--seed" not in argv and "--set" not in argv and "-L" not in argv
 
@@ -395,6 +489,26 @@ def test_check_tree_catches_an_empty_unit_dir_and_a_wrong_dialect(tmp_path):
     problems = cts.check_tree(src, "cts-lab")
     assert any("cts/cts-lab" in p for p in problems)
     assert any("UNIT_DIR" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("env_text", "dialect"),
+    [
+        ('parser.add_argument("-L", "--logfile")\nif args.logfile:\n', "cts-lab-2.1.7"),
+        ('if args.logfile == "journal":\n', "cts-lab"),
+        ('if args.logfile == "journal":\n"--fencing-agent"\n', "cts-lab-fencing"),
+    ],
+)
+def test_check_tree_tells_2_1_7_from_2_1_8_by_its_journal_option(tmp_path, env_text, dialect):
+    src = _tree(tmp_path)
+    (src / "cts/cts-lab").write_text("x")
+    env = src / "python/pacemaker/_cts/environment.py"
+    env.parent.mkdir(parents=True)
+    env.write_text(env_text)
+    assert cts.check_tree(src, dialect) == []
+    others = {"cts-lab-2.1.7", "cts-lab", "cts-lab-fencing"} - {dialect}
+    for other in others:
+        assert any("disagrees" in p for p in cts.check_tree(src, other))
 
 
 # ------------------------------------------------------------------ summary
