@@ -357,8 +357,11 @@ def up(
 
 @contextmanager
 def _allocation_lock(state_dir: Path) -> Iterator[None]:
+    # Host-wide, not per state directory: labs of every state directory share
+    # the host's libvirt networks, subnets and bridge names.
     state.labs_dir(state_dir).mkdir(parents=True, exist_ok=True)
-    with open(state_dir / ".allocate.lock", "w") as f:
+    state.LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    with open(state.LOCK_DIR / "allocate.lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from labctl.plan import LabPlan, make_plan
 from labctl.spec import LabSpec
 
 DEFAULT_STATE_DIR = Path("/var/lib/labctl")
+# Locks shared by every labctl on the host, whatever its state directory.
+LOCK_DIR = Path(os.environ.get("LABCTL_LOCK_DIR", "/run/lock/labctl"))
 
 
 def labs_dir(state_dir: Path) -> Path:
