@@ -481,7 +481,7 @@ class CtsSummary:
 
 _BEGIN_RE = re.compile(r">>>>>>>>>>>>>>>> BEGINNING (\d+) TESTS?\b")
 _OVERALL_RE = re.compile(r"Overall Results:\s*(\{.*\})\s*$")
-_TEST_RE = re.compile(r"(?:^|\s)Test (\S+?):\s+(\{.*\})\s*$")
+_TEST_RE = re.compile(r"(?:^|\s)Test (\S+?):?\s+(\{.*\})\s*$")
 _DEBUG_RE = re.compile(r"(?:^|\s)debug:\s")
 
 

@@ -75,6 +75,8 @@ BUILD_PACKAGES: tuple[str, ...] = (
     "ccache",
 )
 BUILDDEPS_FORMAT = 1
+# Bump when what a build's layers hold changes: builds of an older format are made again.
+BUILD_FORMAT = 2
 
 # Debian's configure call (debian/rules: dh_auto_configure's --prefix,
 # --sysconfdir, --localstatedir, --runstatedir and multiarch --libdir, then the
@@ -506,6 +508,19 @@ def _normalize_usr(dest: Path, base: Path) -> None:
             shutil.rmtree(top)
 
 
+def _python_to_dist_packages(dest: Path) -> None:
+    """Python modules `make install` put in site-packages go where Debian's python3
+    looks, dist-packages (as dh_python3 does for Debian's own packages): CTS's
+    node side (cts-support, 3.x) imports the `pacemaker` package."""
+    for site in sorted(dest.glob("usr/lib/python3*/site-packages")):
+        target = dest / "usr/lib/python3/dist-packages"
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(site, target, symlinks=True, dirs_exist_ok=True)
+        shutil.rmtree(site)
+        if not any(site.parent.iterdir()):
+            site.parent.rmdir()
+
+
 def _keep_lower_dir_attrs(dest: Path, lowers: list[Path]) -> None:
     """Directories the install layer shares with the image keep the image's owner
     and mode (an overlay shows the top layer's): /var/lib/pacemaker/cib stays
@@ -581,8 +596,10 @@ def build(
     existing = find_build(state_dir, image, tree.name)
     # A build made over an older image is made again: its libraries were those of
     # that image (which no running lab still uses, or it could not have changed).
-    if existing is not None and existing.manifest.get("image_checksum") == img.manifest.get(
-        "checksum"
+    if (
+        existing is not None
+        and existing.manifest.get("image_checksum") == img.manifest.get("checksum")
+        and existing.manifest.get("format") == BUILD_FORMAT
     ):
         progress(f"build {existing.label} is already there (from {tree.path})")
         return existing
@@ -638,6 +655,7 @@ def _build(
             lowers, work, mnt, scratch_dest, log, progress, timings,
         )  # fmt: skip
         _normalize_usr(scratch_dest, img.base)
+        _python_to_dist_packages(scratch_dest)
         _keep_lower_dir_attrs(scratch_dest, [img.layer(r) for r in ROLE_LAYERS] + [img.base])
         images._write(scratch_dest, MARKER_PATH, json.dumps(marker(tree, img.name)) + "\n")
         part.mkdir()
@@ -647,6 +665,7 @@ def _build(
         manifest = {
             **marker(tree, img.name),
             "image_checksum": img.manifest.get("checksum"),
+            "format": BUILD_FORMAT,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "build_seconds": round(time.monotonic() - started, 1),
             "timings": timings,

@@ -591,3 +591,21 @@ def test_parse_progress_reads_running_test_lines():
     assert cts.parse_progress(STAMP + RUN[6]) == (2, "ResourceRecover", "demo-c1")
     assert cts.parse_progress(STAMP + "vm " + RUN[5]) == (1, "Flip", "demo-c2")
     assert cts.parse_progress(STAMP + RUN[7]) is None
+
+
+def test_summary_of_cts_3_without_a_colon_after_the_test_name():
+    # cts-lab 3.x (python/pacemaker/_cts/scenarios.py) prints "Test NAME" padded, no colon.
+    out = "\n".join(
+        f"Nov 26 13:18:30\tvm {line}"
+        for line in [
+            ">>>>>>>>>>>>>>>> BEGINNING 1 TEST",
+            "****************",
+            "Overall Results:{'success': 1, 'failure': 0, 'BadNews': 2, 'skipped': 0}",
+            "****************",
+            "Test Summary",
+            "Test RemoteBasic          {'calls': 1, 'failure': 0, 'skipped': 0, 'auditfail': 0}",
+            "<<<<<<<<<<<<<<<< TESTS COMPLETED",
+        ]
+    )
+    s = cts.parse_summary(out)
+    assert s.ok and [(t.name, t.calls, t.passed) for t in s.tests] == [("RemoteBasic", 1, 1)]
