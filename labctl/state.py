@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from labctl.errors import LabctlError
 from labctl.plan import LabPlan, make_plan
 from labctl.spec import LabSpec
 
@@ -54,11 +55,16 @@ def write_record(
 
 
 def read_record(state_dir: Path, name: str) -> LabRecord | None:
+    """The record of lab NAME, or None when there is none; one that names another
+    lab (its plan's paths would be another lab's) is refused."""
     path = labs_dir(state_dir) / name / "lab.json"
     try:
         data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
+    recorded = data.get("spec", {}).get("name") if isinstance(data, dict) else None
+    if recorded != name:
+        raise LabctlError(f"{path} names lab {recorded!r}, not {name!r}: not using it")
     return LabRecord(
         spec=LabSpec(**data["spec"]),
         subnet_index=data["subnet_index"],
