@@ -163,6 +163,11 @@ class Image:
 _IMAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
+def is_image_name(name: str) -> bool:
+    """NAME can name an image directory (one plain component). Pure."""
+    return bool(_IMAGE_NAME_RE.match(name))
+
+
 def images_dir(state_dir: Path) -> Path:
     return state_dir / "images"
 
@@ -602,7 +607,7 @@ def _refuse_if_in_use(img: Image) -> None:
 
 def remove_image(state_dir: Path, name: str) -> None:
     """Delete image NAME unless a lab's root is still mounted over it."""
-    if not _IMAGE_NAME_RE.match(name):
+    if not is_image_name(name):
         raise UsageError(f"{name!r} is not an image name: `labctl image list` shows what is built")
     # A real child of the images directory, never a link out of it.
     safety.child_dir(images_dir(state_dir), name, "image directory")

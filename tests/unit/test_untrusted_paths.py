@@ -87,6 +87,14 @@ def test_a_lab_record_naming_another_lab_is_refused(tmp_path):
         state.read_record(tmp_path, "demo")
 
 
+def test_a_lab_record_naming_an_image_that_is_a_path_is_refused(tmp_path):
+    (tmp_path / "labs/demo").mkdir(parents=True)
+    spec = {"name": "demo", "image": "../../x"}
+    (tmp_path / "labs/demo/lab.json").write_text(json.dumps({"spec": spec}))
+    with pytest.raises(LabctlError, match="names image"):
+        state.read_record(tmp_path, "demo")
+
+
 @pytest.mark.parametrize("version", ["2.1.5/../../victim", "2.1.5 x", "../2.1.5", ""])
 def test_cts_source_for_a_version_that_is_no_version_is_refused(tmp_path, monkeypatch, version):
     victim = tmp_path / "victim"
