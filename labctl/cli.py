@@ -38,7 +38,13 @@ _debug = False
 
 StateDir = Annotated[
     Path,
-    typer.Option("--state-dir", envvar="LABCTL_STATE_DIR", help="Where labs and images are kept."),
+    typer.Option(
+        "--state-dir",
+        envvar="LABCTL_STATE_DIR",
+        help="Where labs and images are kept.",
+        # Absolute: it is written into every domain's metadata and compared with it.
+        callback=lambda p: Path(os.path.abspath(p)),
+    ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -49,6 +55,10 @@ def _fail(e: LabctlError) -> None:
     # escape: messages quote paths and tool output, where "[/...]" is not markup.
     err.print(f"[red]labctl: {escape(str(e))}[/red]", highlight=False, soft_wrap=True)
     raise typer.Exit(e.exit_code)
+
+
+def _note(text: str) -> None:
+    err.print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def _reporter() -> lab.Reporter:
@@ -177,7 +187,9 @@ def up(
 @app.command()
 def down(
     name: Annotated[str | None, typer.Argument(help="Lab to remove.")] = None,
-    all_labs: Annotated[bool, typer.Option("--all", help="Remove every lab on this host.")] = False,
+    all_labs: Annotated[
+        bool, typer.Option("--all", help="Remove every lab of the state directory.")
+    ] = False,
     fast: Annotated[
         bool,
         typer.Option(
@@ -191,7 +203,20 @@ def down(
     try:
         if all_labs == (name is not None):
             raise LabctlError("give either a lab name or --all")
-        names = lab.list_labs(state_dir) if all_labs else [validate_name(name or "")]
+        if all_labs:
+            found = lab.survey(state_dir)
+            names = found.mine
+            for note in found.notes:
+                _note(note)
+            for n in found.labs:
+                if n not in found.mine:
+                    _note(
+                        f"lab {n}: not of state directory {state_dir} (no record there, and "
+                        f"no domain of it names it), skipped: `labctl down {n} --state-dir DIR` "
+                        "with its own state directory removes it"
+                    )
+        else:
+            names = [validate_name(name or "")]
         for n in names:
             r = lab.down(n, state_dir, fast=fast)
             if r.anything:
@@ -230,10 +255,13 @@ def status(
 def list_(state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False) -> None:
     """Labs on this host."""
     try:
-        labs = [lab.status(n, state_dir) for n in lab.list_labs(state_dir)]
+        found = lab.survey(state_dir)
+        labs = [lab.status(n, state_dir) for n in found.labs]
     except LabctlError as e:
         _fail(e)
         return
+    for note in found.notes:
+        _note(note)
     if as_json:
         out.print_json(json.dumps([dataclasses.asdict(s) for s in labs]))
         return

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from labctl.errors import CommandError, HostError, UsageError
+from labctl.safety import check_version
 
 Progress = Callable[[str], None]
 
@@ -631,7 +632,7 @@ def prepare_source(
     arguments, and that passes `check_tree`, is returned as is. Each step's
     seconds go to PROGRESS and into the marker's "timings".
     """
-    dialect = cts_dialect(version)
+    dialect = cts_dialect(check_version(version))
     src = workdir / f"{SOURCE_PACKAGE}-{version}"
     mark = _marker(src)
     if (
@@ -698,6 +699,7 @@ def unpack_source(
     entry, `apt-get source --download-only` into WORKDIR/downloads/VERSION, then
     `dpkg-source --no-copy -x`; STEP runs each command (name, argv, cwd).
     """
+    check_version(version)
     apt = workdir / "apt"
     for d in (apt / "lists/partial", apt / "cache/archives/partial"):
         d.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from labctl import cts, cts_tests, fencing, host, lab, pcmkbuild, state, virt
+from labctl import cts, cts_tests, fencing, host, lab, pcmkbuild, safety, state, virt
 from labctl.errors import HostError, LabctlError, UsageError
 from labctl.plan import LabPlan
 
@@ -118,7 +118,11 @@ def prepare(
     build = pcmkbuild.resolve(state_dir, rec.build) if rec and rec.build else None
     # A lab made from a source tree runs CTS from that tree (configured with the
     # build); else from the Debian source of the version its nodes have.
-    version = build.manifest["version"] if build else nodes_version(p)
+    # Either way it becomes part of a path (state_dir/cts/pacemaker-VERSION): checked.
+    if build:
+        version = safety.check_version(str(build.manifest["version"]), f"build {build.label}")
+    else:
+        version = safety.check_version(nodes_version(p), p.cluster_nodes[0].name)
     upstream = ".".join(map(str, cts.upstream_version(version)))
     if src is None and build is not None:
         src = pcmkbuild.tree_dir(state_dir, build)

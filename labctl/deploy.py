@@ -101,7 +101,7 @@ def _stop_cluster(p: LabPlan) -> None:
 
 def _swap(p: LabPlan, image: images.Image, b: pcmkbuild.Build) -> None:
     legacy = host.cgroup_layout() == "hybrid"
-    with virt.connection(virt.LXC_URI) as conn:
+    with virt.connection(virt.default_uri("lxc")) as conn:
 
         def stop(node: NodePlan) -> None:
             virt.remove_domain(conn, node.name, kill_init=True)

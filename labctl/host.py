@@ -95,7 +95,10 @@ def checks(state_dir: Path) -> list[Check]:
             "run labctl as root (sudo)",
         )
     ]
-    for label, uri in (("LXC driver", virt.LXC_URI), ("QEMU driver", virt.QEMU_URI)):
+    for label, uri in (
+        ("LXC driver", virt.default_uri("lxc")),
+        ("QEMU driver", virt.default_uri("vm")),
+    ):
         ok, detail = virt.driver_ok(uri)
         out.append(Check(f"libvirtd {label} ({uri})", ok, detail, "scripts/setup-host"))
     ok, detail = kvm_status()

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labctl import mounts
+from labctl import mounts, safety
 from labctl.errors import CommandError, HostError, NotFoundError, UsageError
 from labctl.render import render
 
@@ -158,6 +158,14 @@ class Image:
     @property
     def base(self) -> Path:
         return self.dir / "base"
+
+
+_IMAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def is_image_name(name: str) -> bool:
+    """NAME can name an image directory (one plain component). Pure."""
+    return bool(_IMAGE_NAME_RE.match(name))
 
 
 def images_dir(state_dir: Path) -> Path:
@@ -591,8 +599,7 @@ def _manifest(
 
 
 def _refuse_if_in_use(img: Image) -> None:
-    prefix = str(img.dir) + "/"
-    if any(d.startswith(prefix) for d in mounts.overlay_lowerdirs()):
+    if mounts.used_by_overlay(img.dir):
         raise UsageError(
             f"image {img.name!r} is in use by a lab: take its labs down first (`labctl down --all`)"
         )
@@ -600,6 +607,10 @@ def _refuse_if_in_use(img: Image) -> None:
 
 def remove_image(state_dir: Path, name: str) -> None:
     """Delete image NAME unless a lab's root is still mounted over it."""
+    if not is_image_name(name):
+        raise UsageError(f"{name!r} is not an image name: `labctl image list` shows what is built")
+    # A real child of the images directory, never a link out of it.
+    safety.child_dir(images_dir(state_dir), name, "image directory")
     img = find_image(state_dir, name)
     if img is None:
         raise NotFoundError(f"no image {name!r}: `labctl image list` shows what is built")

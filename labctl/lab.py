@@ -23,6 +23,7 @@ from labctl import (
     mounts,
     pcmkbuild,
     plan,
+    safety,
     secrets,
     ssh,
     stack,
@@ -33,7 +34,7 @@ from labctl import pacemaker as pcmk
 from labctl.errors import LabctlError, NotFoundError, UsageError
 from labctl.plan import LabPlan, NodePlan
 from labctl.provision import FORMED_MARKER, host_mounts, known_hosts_lines, node_files
-from labctl.spec import LabSpec
+from labctl.spec import LabSpec, is_lab_name, validate_name
 from labctl.xml import lxc_domain_xml, network_xml, pool_xml, qemu_domain_xml, volume_xml
 
 T = TypeVar("T")
@@ -113,10 +114,10 @@ def status(name: str, state_dir: Path) -> LabStatus:
     rec = state.read_record(state_dir, name)
     backend = rec.spec.backend if rec else "lxc"
     doms = {d.name: d for d in all_lab_domains(name)}
-    with virt.connection(virt.LXC_URI) as conn:
+    with virt.connection(virt.default_uri("lxc")) as conn:
         nets = virt.lab_networks(conn)
     if rec is None:
-        if not doms and name not in nets:
+        if not doms and name not in nets and not (state.labs_dir(state_dir) / name).is_dir():
             raise NotFoundError(f"no lab {name!r}: `labctl list` shows the labs on this host")
         nodes = [NodeStatus(d.name, d.meta.role, "", d.state) for d in doms.values()]
         return LabStatus(
@@ -218,20 +219,56 @@ def _pacemaker_view(
     return None, {}, f"Pacemaker's view is unavailable: {last}"
 
 
-def list_labs(state_dir: Path) -> list[str]:
-    """Every lab with anything left on this host: a record, a network or a domain."""
-    names = set(state.recorded_labs(state_dir))
-    with virt.connection(virt.LXC_URI) as conn:
-        names |= set(virt.lab_networks(conn))
-        names |= set(virt.lab_pools(conn))
-    names |= {d.meta.lab for d in all_lab_domains(None)}
-    return sorted(names)
+@dataclass(frozen=True)
+class Survey:
+    """What `list` and `down --all` find: lab names that passed validation, and a
+    one-line note for each object skipped."""
+
+    labs: list[str]  # every lab with anything on this host: a record, a network, a pool, a domain
+    mine: list[str]  # those of the state directory: recorded there, or a domain naming it
+    notes: list[str]
+
+
+def survey(state_dir: Path) -> Survey:
+    """Every lab on this host. Names read back from libvirt or the state directory
+    that are not lab names (a network `labctl-..`, say) are foreign: noted, never used."""
+    notes: list[str] = []
+    recorded = set()
+    for n in state.recorded_labs(state_dir):
+        if is_lab_name(n):
+            recorded.add(n)
+        else:
+            notes.append(f"{state.labs_dir(state_dir) / n}: not a lab name, skipped")
+    found: set[str] = set()
+    with virt.connection(virt.default_uri("lxc")) as conn:
+        objects = [("network", lab, net) for lab, net in virt.lab_networks(conn).items()]
+        objects += [("storage pool", lab, pool) for lab, pool in virt.lab_pools(conn).items()]
+    for kind, lab, obj in objects:
+        if is_lab_name(lab):
+            found.add(lab)
+        else:
+            notes.append(f"{kind} {obj}: not a lab name, foreign to labctl, skipped")
+    mine = set(recorded)
+    for d in all_lab_domains(None):
+        if not is_lab_name(d.meta.lab):
+            notes.append(
+                f"domain {d.name}: its labctl metadata names lab {d.meta.lab!r}, "
+                "not a lab name, foreign to labctl, skipped"
+            )
+            continue
+        found.add(d.meta.lab)
+        sd = safety.state_dir_of(d.meta.state_dir)
+        if sd is not None and safety.same_dir(sd, state_dir):
+            mine.add(d.meta.lab)
+    return Survey(sorted(found | recorded), sorted(mine), notes)
 
 
 def _connections() -> list[object]:
     """A connection to each driver labctl uses; QEMU may be absent on an LXC-only host."""
-    conns: list[object] = [virt.connect(virt.LXC_URI)]
-    qemu = virt.try_connect(virt.QEMU_URI)
+    conns: list[object] = [virt.connect(virt.default_uri("lxc"))]
+    if virt.default_uri("vm") == virt.default_uri("lxc"):
+        return conns  # one driver for both (a test driver): list its domains once
+    qemu = virt.try_connect(virt.default_uri("vm"))
     if qemu is not None:
         conns.append(qemu)
     return conns
@@ -700,7 +737,6 @@ class DownReport:
 def down(name: str, state_dir: Path, fast: bool = False) -> DownReport:
     """Remove everything of lab NAME; safe from any partial state, and twice."""
     host.require_root("labctl down")
-    plan.network_name(name)  # name shape only; down must work for any leftover
     return _down(name, state_dir, fast)
 
 
@@ -739,21 +775,37 @@ def _stop_guests_cleanly(
             continue
 
 
+def lab_dirs_of(name: str, state_dir: Path, doms: list[virt.DomainInfo]) -> set[Path]:
+    """The directories `down` removes for lab NAME: its own in STATE_DIR, and the
+    one in each state directory its domains name, if that is one (absolute,
+    normal, with a real labs/ directory). Each is a real child of its labs/;
+    a symbolic link there is refused (UnsafePathError)."""
+    dirs = {safety.child_dir(state.labs_dir(state_dir), name, "lab directory")}
+    for d in doms:
+        sd = safety.state_dir_of(d.meta.state_dir)
+        if sd is None:
+            continue  # not a state directory labctl writes: nothing of it is used
+        labs = state.labs_dir(sd)
+        if labs.is_dir() and not labs.is_symlink():
+            dirs.add(safety.child_dir(labs, name, "lab directory"))
+    return dirs
+
+
 def _down(name: str, state_dir: Path, fast: bool = True) -> DownReport:
-    lab_dirs = {state.labs_dir(state_dir) / name}
+    validate_name(name)  # also for names read back from libvirt: never a path of its own
+    doms = all_lab_domains(name)
+    # Before anything is removed: an unsafe directory stops `down` with nothing done.
+    lab_dirs = lab_dirs_of(name, state_dir, doms)
     removed: list[str] = []
-    _stop_guests_cleanly(name, state_dir, all_lab_domains(name), fast)
+    _stop_guests_cleanly(name, state_dir, doms, fast)
     for conn in _connections():
         try:
-            doms = virt.lab_domains(conn, name)  # type: ignore[arg-type]
-            lab_dirs |= {
-                state.labs_dir(Path(d.meta.state_dir)) / name for d in doms if d.meta.state_dir
-            }
-            gone = parallel(partial(_remove_domain, conn), doms)
-            removed += [d.name for d, ok in zip(doms, gone, strict=True) if ok]
+            mine = virt.lab_domains(conn, name)  # type: ignore[arg-type]
+            gone = parallel(partial(_remove_domain, conn), mine)
+            removed += [d.name for d, ok in zip(mine, gone, strict=True) if ok]
         finally:
             conn.close()  # type: ignore[attr-defined]
-    with virt.connection(virt.LXC_URI) as conn:
+    with virt.connection(virt.default_uri("lxc")) as conn:
         found_net = virt.remove_network(conn, plan.network_name(name))
         virt.remove_pool(conn, plan.network_name(name))
     for d in lab_dirs:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labctl.errors import HostError
+from labctl.safety import is_strictly_under, is_under
 
 MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -46,14 +47,18 @@ def current_mounts() -> list[MountEntry]:
 
 
 def mounts_under(directory: Path, entries: list[MountEntry] | None = None) -> list[str]:
-    """Mount points at or below DIRECTORY, deepest first (the order to unmount them)."""
+    """Mount points below DIRECTORY, deepest first (the order to unmount them).
+
+    Paths are compared by their components, DIRECTORY with its symbolic links
+    resolved (mountinfo holds resolved paths)."""
     entries = current_mounts() if entries is None else entries
-    prefix = str(directory).rstrip("/") + "/"
-    found = {e.target for e in entries if e.target.startswith(prefix)}
+    real = os.path.realpath(directory)
+    found = {e.target for e in entries if is_strictly_under(e.target, real)}
     return sorted(found, key=lambda t: (-t.count("/"), t))
 
 
 def overlay_lowerdirs(entries: list[MountEntry] | None = None) -> list[str]:
+    """The lower directories of every overlay mount (resolved paths, as mountinfo has them)."""
     entries = current_mounts() if entries is None else entries
     dirs = []
     for e in entries:
@@ -63,6 +68,12 @@ def overlay_lowerdirs(entries: list[MountEntry] | None = None) -> list[str]:
             if opt.startswith("lowerdir="):
                 dirs += opt[len("lowerdir=") :].split(":")
     return dirs
+
+
+def used_by_overlay(directory: Path, entries: list[MountEntry] | None = None) -> bool:
+    """Some overlay mount has a lower directory at or below DIRECTORY (compared as paths)."""
+    real = os.path.realpath(directory)
+    return any(is_under(d, real) for d in overlay_lowerdirs(entries))
 
 
 def mount_overlay(lowers: list[Path], upper: Path, work: Path, target: Path) -> None:

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from labctl import images, mounts
+from labctl import images, mounts, safety
 from labctl.errors import CommandError, HostError, NotFoundError, UsageError
 
 Progress = Callable[[str], None]
@@ -379,8 +379,7 @@ def resolve(state_dir: Path, ref: str) -> Build:
 def in_use(b: Build, lab_builds: dict[str, str]) -> list[str]:
     """Labs whose nodes use build B: mounted over it, or recorded as using it."""
     labs = {lab for lab, label in lab_builds.items() if label == b.label}
-    prefix = str(b.dir) + "/"
-    if any(d.startswith(prefix) for d in mounts.overlay_lowerdirs()):
+    if mounts.used_by_overlay(b.dir):
         labs.add("a running lab")
     return sorted(labs)
 
@@ -391,7 +390,10 @@ def remove_build(b: Build, lab_builds: dict[str, str]) -> None:
         raise UsageError(
             f"build {b.label} is in use by {', '.join(users)}: take those labs down first"
         )
-    shutil.rmtree(b.dir)
+    # B comes from a listing of the builds directory: still, remove only a real
+    # child of it, never through a link.
+    image_dir = safety.child_dir(b.dir.parent.parent, b.dir.parent.name, "build directory")
+    shutil.rmtree(safety.child_dir(image_dir, b.dir.name, "build directory"))
 
 
 @contextmanager

@@ -69,6 +69,15 @@ def validate_name(name: str) -> str:
     return name
 
 
+def is_lab_name(name: str) -> bool:
+    """NAME passes validate_name: for names read back from libvirt or the state dir."""
+    try:
+        validate_name(name)
+    except UsageError:
+        return False
+    return True
+
+
 def make_spec(
     name: str,
     nodes: int,

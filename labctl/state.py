@@ -9,8 +9,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from labctl.errors import LabctlError
+from labctl.images import is_image_name
 from labctl.plan import LabPlan, make_plan
-from labctl.spec import LabSpec
+from labctl.spec import DEFAULT_IMAGE, LabSpec
 
 DEFAULT_STATE_DIR = Path("/var/lib/labctl")
 # Locks shared by every labctl on the host, whatever its state directory.
@@ -57,11 +59,19 @@ def write_record(
 
 
 def read_record(state_dir: Path, name: str) -> LabRecord | None:
+    """The record of lab NAME, or None when there is none; one that names another
+    lab (its plan's paths would be another lab's) is refused."""
     path = labs_dir(state_dir) / name / "lab.json"
     try:
         data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
+    recorded = data.get("spec", {}).get("name") if isinstance(data, dict) else None
+    if recorded != name:
+        raise LabctlError(f"{path} names lab {recorded!r}, not {name!r}: not using it")
+    if not is_image_name(str(data["spec"].get("image", DEFAULT_IMAGE))):
+        # It becomes a path under images/ and builds/ (deploy builds there).
+        raise LabctlError(f"{path} names image {data['spec']['image']!r}: not using it")
     return LabRecord(
         spec=LabSpec(**data["spec"]),
         subnet_index=data["subnet_index"],

@@ -39,8 +39,15 @@ STATE_NAMES = {
 }
 
 
+# Each backend needs its own driver, so LIBVIRT_DEFAULT_URI (one URI, often
+# qemu:///system for virsh users) cannot choose it; these can.
+URI_VARIABLES = {"lxc": "LABCTL_LXC_URI", "vm": "LABCTL_QEMU_URI"}
+
+
 def default_uri(backend: str) -> str:
-    env = os.environ.get("LIBVIRT_DEFAULT_URI")
+    """The libvirt URI of BACKEND ("lxc" or "vm"): LABCTL_LXC_URI / LABCTL_QEMU_URI
+    if set, else lxc:/// and qemu:///system. LIBVIRT_DEFAULT_URI is not used."""
+    env = os.environ.get(URI_VARIABLES["lxc" if backend == "lxc" else "vm"])
     if env:
         return env
     return LXC_URI if backend == "lxc" else QEMU_URI
