@@ -607,7 +607,14 @@ def register_others(p: LabPlan, c: ssh.Connection) -> None:
 
 
 def rotate_authkey(name: str, state_dir: Path, reporter: Reporter | None = None) -> None:
-    """A fresh Pacemaker authkey on every node; remote connections re-made with it."""
+    """A fresh Pacemaker authkey on every node; every connection re-made with it.
+
+    deploy's shape: maintenance mode, so that stopping Pacemaker on the cluster
+    nodes neither stops guests (they take the key over SSH while they run) nor
+    fences anything; the key pushed everywhere; the stack restarted (the cluster
+    side caches the key for 60 s, lrmd_client.c); maintenance mode lifted; `up`'s
+    readiness rule.
+    """
     reporter = reporter or Reporter()
     host.require_root("labctl authkey rotate")
     p = load_plan(name, state_dir)
@@ -615,19 +622,8 @@ def rotate_authkey(name: str, state_dir: Path, reporter: Reporter | None = None)
     pending = p.dir / "authkey.new"
     # Keep the new key before pushing it: a failure half-way leaves it recoverable.
     secrets.write_secret(pending, key)
-
-    def push(node: NodePlan) -> None:
-        with connect(p, node) as c:
-            stack.push_authkey(c, key)
-
-    with reporter.phase("authkey pushed"):
-        parallel(push, p.nodes)
-    pending.replace(p.authkey)
-
-    # pacemaker_remoted reads the key at each connection, but the cluster side
-    # caches it for 60 s (lrmd_client.c): restart Pacemaker on the cluster nodes
-    # so that every remote connection is made anew with the new key.
-    others = [n for n in p.nodes if n.role != "cluster"]
+    remotes = [n for n in p.nodes if n.role == "remote"]
+    guests = [n for n in p.nodes if n.role == "guest"]
 
     def run_all(nodes: list[NodePlan] | tuple[NodePlan, ...], command: str) -> None:
         def one(node: NodePlan) -> None:
@@ -636,10 +632,40 @@ def rotate_authkey(name: str, state_dir: Path, reporter: Reporter | None = None)
 
         parallel(one, nodes)
 
-    with reporter.phase("pacemaker restarted with the new key"):
-        run_all(p.cluster_nodes, "systemctl stop pacemaker.service")
-        run_all(others, "systemctl restart pacemaker_remote.service")
-        run_all(p.cluster_nodes, "systemctl start pacemaker.service")
+    def push(node: NodePlan) -> None:
+        with connect(p, node) as c:
+            stack.push_authkey(c, key)
+
+    def stop_guest(node: NodePlan) -> None:
+        with virt.connection(virt.default_uri(node.backend)) as conn:
+            virt.remove_domain(conn, node.name, kill_init=True)
+
+    with reporter.phase("maintenance mode"), connect(p, p.cluster_nodes[0]) as c:
+        stack.set_properties(c, {"maintenance-mode": "true"})
+    try:
+        with reporter.phase("authkey pushed"):
+            parallel(push, p.nodes)
+        pending.replace(p.authkey)
+        with reporter.phase("pacemaker restarted with the new key"):
+            run_all(p.cluster_nodes, "systemctl stop pacemaker.service")
+            # Every cluster node sees the host's libvirtd, so once restarted each
+            # would probe a running guest as active on itself, and the cluster
+            # would stop it everywhere to recover. Stopped here, the cluster
+            # starts each guest once, when maintenance mode is lifted.
+            parallel(stop_guest, guests)
+            run_all(remotes, "systemctl restart pacemaker_remote.service")
+            run_all(p.cluster_nodes, "systemctl start pacemaker.service")
+        with reporter.phase("cluster formed"), connect(p, p.cluster_nodes[0]) as c:
+            stack.wait_online(c, {n.name: "cluster" for n in p.cluster_nodes})
+            stack.delete_property(c, "maintenance-mode")
+    except LabctlError as e:
+        err = LabctlError(
+            f"{e}\n(authkey rotate stopped half-way: the cluster is still in maintenance "
+            f"mode; the new key is in {pending if pending.exists() else p.authkey}; "
+            f"`labctl authkey rotate {name}` again once the nodes answer)"
+        )
+        err.exit_code = e.exit_code
+        raise err from e
     with reporter.phase("all online"), connect(p, p.cluster_nodes[0]) as c:
         stack.wait_online(c, {n.name: n.role for n in p.nodes})
 
