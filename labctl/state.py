@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from labctl.cloudimage import redact
 from labctl.plan import LabPlan, make_plan
 from labctl.spec import LabSpec
 
@@ -40,8 +41,11 @@ def write_record(
         created=created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         build=build,
     )
+    spec = dataclasses.asdict(rec.spec)
+    if spec["cloud_image"]:
+        spec["cloud_image"] = redact(spec["cloud_image"])  # a signed URL's query is a secret
     data = {
-        "spec": dataclasses.asdict(rec.spec),
+        "spec": spec,
         "subnet_index": rec.subnet_index,
         "state": rec.state,
         "created": rec.created,
