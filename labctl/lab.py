@@ -32,7 +32,14 @@ from labctl import (
 from labctl import pacemaker as pcmk
 from labctl.errors import LabctlError, NotFoundError, UsageError
 from labctl.plan import LabPlan, NodePlan
-from labctl.provision import FORMED_MARKER, host_mounts, known_hosts_lines, node_files
+from labctl.provision import (
+    DEFAULT_DIR_MODE,
+    DIR_MODES,
+    FORMED_MARKER,
+    host_mounts,
+    known_hosts_lines,
+    node_files,
+)
 from labctl.spec import LabSpec
 from labctl.xml import lxc_domain_xml, network_xml, pool_xml, qemu_domain_xml, volume_xml
 
@@ -399,6 +406,7 @@ def _create(
         )
 
     def make_root(node: NodePlan) -> None:
+        make_node_dir(node)
         if node.backend == "vm":
             write_seed: Callable[[Path], None]
             if cloud:
@@ -476,6 +484,15 @@ def _create(
     start_pacemaker(p, reporter, conns)
 
 
+def make_node_dir(node: NodePlan) -> None:
+    """A node's state directory: a container's root (its keys, CIB, shadow file) is
+    no other host user's to read, so 0700; a VM's 0711, since QEMU, running as its
+    own user, opens the seed disk in there (0600, chowned to it by libvirt)."""
+    for d, mode in ((node.dir.parent, 0o711), (node.dir, 0o711 if node.backend == "vm" else 0o700)):
+        d.mkdir(exist_ok=True)
+        d.chmod(mode)  # mkdir's mode is filtered by the umask
+
+
 def lowers(image: images.Image | None, build: pcmkbuild.Build | None, layer: str) -> list[Path]:
     """A node's lower layers, top first: a Pacemaker build's over the image's (if IMAGE)."""
     own = build.lowers(layer) if build else []
@@ -488,10 +505,15 @@ def vm_dir(build: pcmkbuild.Build | None) -> Path | None:
 
 
 def write_files(root: Path, files: list) -> None:
-    """Lay node files out under ROOT (a node's root, or a seed's tree), modes included."""
+    """Lay node files out under ROOT (a node's root, or a seed's tree), modes included:
+    the files' own and those of the directories made for them (DIR_MODES)."""
     for f in files:
         target = root / f.path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        for d in reversed(target.relative_to(root).parents):
+            if not (root / d).is_dir():
+                (root / d).mkdir()
+                # chmod: mkdir's mode is filtered by the umask.
+                (root / d).chmod(DIR_MODES.get(f"/{d.as_posix()}", DEFAULT_DIR_MODE))
         secrets.write_secret(target, f.data, f.mode)
 
 
@@ -510,11 +532,19 @@ def make_vm_disks(
 
 
 def write_ext4_seed(seed: Path, files: list) -> None:
-    """labctl's own VM images copy the files of this ext4 disk over their root."""
+    """labctl's own VM images copy the files of this ext4 disk over their root
+    (`cp -a files/. /`: modes too, so files/ is the root's 0755, files/root 0700)."""
     stage = seed.parent / "seed-tree"
-    write_files(stage / "files", files)
-    images.make_seed(stage, seed)
-    shutil.rmtree(stage)
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(mode=0o700)  # the keys are staged here: nobody else may look in
+    stage.chmod(0o700)
+    try:
+        (stage / "files").mkdir()
+        (stage / "files").chmod(DIR_MODES["/"])
+        write_files(stage / "files", files)
+        images.make_seed(stage, seed)
+    finally:
+        shutil.rmtree(stage)
 
 
 def guest_config(p: LabPlan, node: NodePlan) -> Path:
