@@ -26,9 +26,14 @@ def _rotate_and_check(lab: str) -> None:
 
 
 def test_authkey_rotate_on_guest_lab_keeps_every_node_online(labs, before):
+    # Fencing on, as users have it: stopping the stack must fence nothing.
     lab = labs.name()
-    labctl("up", "--nodes", "2", "--mode", "guest", "--no-fencing", "--name", lab)
+    labctl("up", "--nodes", "2", "--mode", "guest", "--name", lab)
     _rotate_and_check(lab)
+    history = labctl(
+        "ssh", lab, f"{lab}-c1", "--", "stonith_admin --history '*' --output-as=xml"
+    ).stdout
+    assert "<fence_event" not in history, history
     labctl("down", lab)
     assert host_state() == before
 
