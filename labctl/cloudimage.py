@@ -43,6 +43,18 @@ def is_url(ref: str) -> bool:
     return urllib.parse.urlsplit(ref).scheme in URL_SCHEMES
 
 
+def redact(ref: str) -> str:
+    """REF fit to store or print: a URL without its query string, fragment or
+    password (signed download links carry their credentials there). Pure."""
+    if not is_url(ref):
+        return ref
+    u = urllib.parse.urlsplit(ref)
+    netloc = u.netloc.rpartition("@")[2]
+    if u.username is not None:
+        netloc = f"{u.username}@{netloc}"
+    return urllib.parse.urlunsplit((u.scheme, netloc, u.path, "", ""))
+
+
 def is_image_ref(ref: str) -> bool:
     """Is --image a user's image (a path or a URL) rather than a built image's name?"""
     return is_url(ref) or "/" in ref or ref.endswith((".qcow2", ".img"))
@@ -82,7 +94,8 @@ def _cached(state_dir: Path, sha256: str) -> CloudImage | None:
     if not (meta.is_file() and path.is_file()):
         return None
     data = json.loads(meta.read_text())
-    return CloudImage(path, sha256, data["source"], int(data["virtual_size"]))
+    # redact: metadata written before labctl redacted URLs may hold a query string.
+    return CloudImage(path, sha256, redact(data["source"]), int(data["virtual_size"]))
 
 
 def list_cached(state_dir: Path) -> list[CloudImage]:
@@ -118,7 +131,7 @@ def _open_source(source: str):
         return urllib.request.urlopen(source, timeout=60)
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise HostError(f"could not fetch --image {source}: {reason}") from None
+        raise HostError(f"could not fetch --image {redact(source)}: {reason}") from None
 
 
 def import_image(
@@ -136,11 +149,12 @@ def import_image(
     d = cache_dir(state_dir)
     d.mkdir(parents=True, exist_ok=True)
     part = d / f".import-{os.getpid()}.part"
+    shown = redact(source)
     try:
         sha256 = hashlib.sha256()
         wanted = hashlib.new(checksum.algorithm) if checksum else None
         done, step = 0, 256 * CHUNK
-        progress(f"reading {source}")
+        progress(f"reading {shown}")
         with _open_source(source) as src, open(part, "wb") as out:
             while chunk := src.read(CHUNK):
                 out.write(chunk)
@@ -152,11 +166,11 @@ def import_image(
                     progress(f"{done // CHUNK} MiB")
         if wanted and checksum and wanted.hexdigest() != checksum.hexdigest:
             raise UsageError(
-                f"--image {source} has {checksum.algorithm} {wanted.hexdigest()}, not "
+                f"--image {shown} has {checksum.algorithm} {wanted.hexdigest()}, not "
                 f"{checksum.hexdigest}: check --image-checksum and the download (nothing was kept)"
             )
         info = images.qemu_img_info(part)
-        check_info(info, source)
+        check_info(info, shown)
         digest = sha256.hexdigest()
         path = d / f"{digest}.qcow2"
         part.chmod(0o644)  # QEMU, as libvirt-qemu, reads it through each node's volume
@@ -164,7 +178,7 @@ def import_image(
         (d / f"{digest}.json").write_text(
             json.dumps(
                 {
-                    "source": source,
+                    "source": shown,
                     "sha256": digest,
                     "virtual_size": int(info["virtual-size"]),
                     "imported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -111,10 +112,10 @@ def write_seed(path: Path, documents: dict[str, bytes]) -> None:
             io.BytesIO(data), len(data), _iso9660_name(name), rr_name=name, joliet_path="/" + name
         )
     path.unlink(missing_ok=True)
-    fd = path.open("xb")
+    # 0600 from the moment it exists, before a byte of the keys is in it.
+    f = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
     try:
-        path.chmod(0o600)
-        iso.write_fp(fd)
+        iso.write_fp(f)
     finally:
-        fd.close()
+        f.close()
         iso.close()

@@ -569,8 +569,10 @@ def qcow2_virtual_size(path: Path) -> int:
 def make_seed(tree: Path, seed: Path) -> None:
     """A small ext4 image holding TREE (its files/ are copied over a VM's root at boot)."""
     seed.unlink(missing_ok=True)
+    # Host and lab keys go inside: the file is 0600 before mkfs writes a byte of
+    # them (mkfs would create it 0644). libvirt hands it to QEMU's user.
+    os.close(os.open(seed, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     _run(["mkfs.ext4", "-q", "-L", "labctlseed", "-d", str(tree), str(seed), "8M"], where="mkfs")
-    seed.chmod(0o600)  # host and lab keys inside; libvirt hands it to QEMU's user
 
 
 def _manifest(

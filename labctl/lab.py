@@ -33,7 +33,14 @@ from labctl import (
 from labctl import pacemaker as pcmk
 from labctl.errors import LabctlError, NotFoundError, UsageError
 from labctl.plan import LabPlan, NodePlan
-from labctl.provision import FORMED_MARKER, host_mounts, known_hosts_lines, node_files
+from labctl.provision import (
+    DEFAULT_DIR_MODE,
+    DIR_MODES,
+    FORMED_MARKER,
+    host_mounts,
+    known_hosts_lines,
+    node_files,
+)
 from labctl.spec import LabSpec, is_lab_name, validate_name
 from labctl.xml import lxc_domain_xml, network_xml, pool_xml, qemu_domain_xml, volume_xml
 
@@ -439,6 +446,7 @@ def _create(
         )
 
     def make_root(node: NodePlan) -> None:
+        make_node_dir(node)
         if node.backend == "vm":
             write_seed: Callable[[Path], None]
             if cloud:
@@ -516,6 +524,15 @@ def _create(
     start_pacemaker(p, reporter, conns)
 
 
+def make_node_dir(node: NodePlan) -> None:
+    """A node's state directory: a container's root (its keys, CIB, shadow file) is
+    no other host user's to read, so 0700; a VM's 0711, since QEMU, running as its
+    own user, opens the seed disk in there (0600, chowned to it by libvirt)."""
+    for d, mode in ((node.dir.parent, 0o711), (node.dir, 0o711 if node.backend == "vm" else 0o700)):
+        d.mkdir(exist_ok=True)
+        d.chmod(mode)  # mkdir's mode is filtered by the umask
+
+
 def lowers(image: images.Image | None, build: pcmkbuild.Build | None, layer: str) -> list[Path]:
     """A node's lower layers, top first: a Pacemaker build's over the image's (if IMAGE)."""
     own = build.lowers(layer) if build else []
@@ -528,10 +545,15 @@ def vm_dir(build: pcmkbuild.Build | None) -> Path | None:
 
 
 def write_files(root: Path, files: list) -> None:
-    """Lay node files out under ROOT (a node's root, or a seed's tree), modes included."""
+    """Lay node files out under ROOT (a node's root, or a seed's tree), modes included:
+    the files' own and those of the directories made for them (DIR_MODES)."""
     for f in files:
         target = root / f.path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        for d in reversed(target.relative_to(root).parents):
+            if not (root / d).is_dir():
+                (root / d).mkdir()
+                # chmod: mkdir's mode is filtered by the umask.
+                (root / d).chmod(DIR_MODES.get(f"/{d.as_posix()}", DEFAULT_DIR_MODE))
         secrets.write_secret(target, f.data, f.mode)
 
 
@@ -550,11 +572,19 @@ def make_vm_disks(
 
 
 def write_ext4_seed(seed: Path, files: list) -> None:
-    """labctl's own VM images copy the files of this ext4 disk over their root."""
+    """labctl's own VM images copy the files of this ext4 disk over their root
+    (`cp -a files/. /`: modes too, so files/ is the root's 0755, files/root 0700)."""
     stage = seed.parent / "seed-tree"
-    write_files(stage / "files", files)
-    images.make_seed(stage, seed)
-    shutil.rmtree(stage)
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(mode=0o700)  # the keys are staged here: nobody else may look in
+    stage.chmod(0o700)
+    try:
+        (stage / "files").mkdir()
+        (stage / "files").chmod(DIR_MODES["/"])
+        write_files(stage / "files", files)
+        images.make_seed(stage, seed)
+    finally:
+        shutil.rmtree(stage)
 
 
 def guest_config(p: LabPlan, node: NodePlan) -> Path:
@@ -647,7 +677,14 @@ def register_others(p: LabPlan, c: ssh.Connection) -> None:
 
 
 def rotate_authkey(name: str, state_dir: Path, reporter: Reporter | None = None) -> None:
-    """A fresh Pacemaker authkey on every node; remote connections re-made with it."""
+    """A fresh Pacemaker authkey on every node; every connection re-made with it.
+
+    deploy's shape: maintenance mode, so that stopping Pacemaker on the cluster
+    nodes neither stops guests (they take the key over SSH while they run) nor
+    fences anything; the key pushed everywhere; the stack restarted (the cluster
+    side caches the key for 60 s, lrmd_client.c); maintenance mode lifted; `up`'s
+    readiness rule.
+    """
     reporter = reporter or Reporter()
     host.require_root("labctl authkey rotate")
     p = load_plan(name, state_dir)
@@ -655,19 +692,8 @@ def rotate_authkey(name: str, state_dir: Path, reporter: Reporter | None = None)
     pending = p.dir / "authkey.new"
     # Keep the new key before pushing it: a failure half-way leaves it recoverable.
     secrets.write_secret(pending, key)
-
-    def push(node: NodePlan) -> None:
-        with connect(p, node) as c:
-            stack.push_authkey(c, key)
-
-    with reporter.phase("authkey pushed"):
-        parallel(push, p.nodes)
-    pending.replace(p.authkey)
-
-    # pacemaker_remoted reads the key at each connection, but the cluster side
-    # caches it for 60 s (lrmd_client.c): restart Pacemaker on the cluster nodes
-    # so that every remote connection is made anew with the new key.
-    others = [n for n in p.nodes if n.role != "cluster"]
+    remotes = [n for n in p.nodes if n.role == "remote"]
+    guests = [n for n in p.nodes if n.role == "guest"]
 
     def run_all(nodes: list[NodePlan] | tuple[NodePlan, ...], command: str) -> None:
         def one(node: NodePlan) -> None:
@@ -676,10 +702,40 @@ def rotate_authkey(name: str, state_dir: Path, reporter: Reporter | None = None)
 
         parallel(one, nodes)
 
-    with reporter.phase("pacemaker restarted with the new key"):
-        run_all(p.cluster_nodes, "systemctl stop pacemaker.service")
-        run_all(others, "systemctl restart pacemaker_remote.service")
-        run_all(p.cluster_nodes, "systemctl start pacemaker.service")
+    def push(node: NodePlan) -> None:
+        with connect(p, node) as c:
+            stack.push_authkey(c, key)
+
+    def stop_guest(node: NodePlan) -> None:
+        with virt.connection(virt.default_uri(node.backend)) as conn:
+            virt.remove_domain(conn, node.name, kill_init=True)
+
+    with reporter.phase("maintenance mode"), connect(p, p.cluster_nodes[0]) as c:
+        stack.set_properties(c, {"maintenance-mode": "true"})
+    try:
+        with reporter.phase("authkey pushed"):
+            parallel(push, p.nodes)
+        pending.replace(p.authkey)
+        with reporter.phase("pacemaker restarted with the new key"):
+            run_all(p.cluster_nodes, "systemctl stop pacemaker.service")
+            # Every cluster node sees the host's libvirtd, so once restarted each
+            # would probe a running guest as active on itself, and the cluster
+            # would stop it everywhere to recover. Stopped here, the cluster
+            # starts each guest once, when maintenance mode is lifted.
+            parallel(stop_guest, guests)
+            run_all(remotes, "systemctl restart pacemaker_remote.service")
+            run_all(p.cluster_nodes, "systemctl start pacemaker.service")
+        with reporter.phase("cluster formed"), connect(p, p.cluster_nodes[0]) as c:
+            stack.wait_online(c, {n.name: "cluster" for n in p.cluster_nodes})
+            stack.delete_property(c, "maintenance-mode")
+    except LabctlError as e:
+        err = LabctlError(
+            f"{e}\n(authkey rotate stopped half-way: the cluster is still in maintenance "
+            f"mode; the new key is in {pending if pending.exists() else p.authkey}; "
+            f"`labctl authkey rotate {name}` again once the nodes answer)"
+        )
+        err.exit_code = e.exit_code
+        raise err from e
     with reporter.phase("all online"), connect(p, p.cluster_nodes[0]) as c:
         stack.wait_online(c, {n.name: n.role for n in p.nodes})
 

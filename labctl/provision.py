@@ -45,6 +45,12 @@ def host_mounts(plan: LabPlan, node: NodePlan) -> tuple[Mount, ...]:
     )
 
 
+# Modes of the directories labctl makes for node files: an ssh directory that
+# other users can list is sloppy, and a VM's seed copies these modes over its root.
+DIR_MODES = {"/": 0o755, "/root": 0o700, "/root/.ssh": 0o700}
+DEFAULT_DIR_MODE = 0o755
+
+
 @dataclass(frozen=True)
 class NodeFile:
     path: str  # absolute, inside the node

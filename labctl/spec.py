@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-from labctl.cloudimage import is_image_ref, is_url, parse_checksum
+from labctl.cloudimage import is_image_ref, is_url, parse_checksum, redact
 from labctl.errors import UsageError
 
 Mode = Literal["cluster", "remote", "guest"]
@@ -130,12 +130,12 @@ def make_spec(
     if is_image_ref(image):
         if backend != "vm":
             raise UsageError(
-                f"--image {image} is a disk image, which only VMs boot: add --backend vm, "
+                f"--image {redact(image)} is a disk image, which only VMs boot: add --backend vm, "
                 "or give a built image's name (see `labctl image list`)"
             )
         if is_url(image) and image_checksum is None:
             raise UsageError(
-                f"--image {image} is a URL: give --image-checksum sha256:HEX "
+                f"--image {redact(image)} is a URL: give --image-checksum sha256:HEX "
                 "(the checksum its publisher lists)"
             )
         cloud_image, image = image, DEFAULT_IMAGE

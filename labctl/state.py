@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from labctl.cloudimage import redact
 from labctl.errors import LabctlError
 from labctl.images import is_image_name
 from labctl.plan import LabPlan, make_plan
@@ -45,8 +46,11 @@ def write_record(
         created=created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         build=build,
     )
+    spec = dataclasses.asdict(rec.spec)
+    if spec["cloud_image"]:
+        spec["cloud_image"] = redact(spec["cloud_image"])  # a signed URL's query is a secret
     data = {
-        "spec": dataclasses.asdict(rec.spec),
+        "spec": spec,
         "subnet_index": rec.subnet_index,
         "state": rec.state,
         "created": rec.created,

@@ -100,3 +100,26 @@ def test_a_cached_image_is_not_removed_while_a_lab_volume_uses_it(tmp_path):
         cloudimage.remove_cached(state, "ffffffff" if not got.sha256.startswith("f") else "0000")
     assert cloudimage.remove_cached(state, got.sha256[:8]) == got
     assert cache_files(state) == []
+
+
+def test_a_signed_url_is_fetched_whole_but_its_query_is_neither_stored_nor_printed(
+    tmp_path, served
+):
+    www, base = served
+    img = make_image(www / "c.qcow2")
+    state = tmp_path / "state"
+    url = f"{base}/c.qcow2?X-Amz-Signature=s3cr3t&token=t0k3n"
+    said: list[str] = []
+    got = cloudimage.import_image(
+        state, url, cloudimage.parse_checksum("sha256:" + sha(img)), said.append
+    )
+    assert got.source == f"{base}/c.qcow2"
+    for f in cloudimage.cache_dir(state).iterdir():
+        assert b"s3cr3t" not in f.read_bytes()[:4096] and b"t0k3n" not in f.read_bytes()[:4096]
+    assert said and not any("s3cr3t" in m or "t0k3n" in m for m in said)
+    assert cloudimage.list_cached(state) == [got]
+    with pytest.raises(UsageError) as e:
+        cloudimage.import_image(
+            tmp_path / "s2", url, cloudimage.parse_checksum("sha256:" + "0" * 64), said.append
+        )
+    assert "s3cr3t" not in str(e.value)
