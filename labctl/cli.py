@@ -83,6 +83,15 @@ def _status_table(s: lab.LabStatus) -> Table:
     return t
 
 
+def _print_status(s: lab.LabStatus, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(dataclasses.asdict(s)))
+        return
+    out.print(_status_table(s))
+    for note in s.notes:
+        out.print(f"[yellow]note:[/yellow] {escape(note)}")
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
@@ -176,12 +185,7 @@ def up(
     except LabctlError as e:
         _fail(e)
         return
-    if as_json:
-        out.print_json(json.dumps(dataclasses.asdict(s)))
-    else:
-        out.print(_status_table(s))
-        for note in s.notes:
-            out.print(f"[yellow]note:[/yellow] {escape(note)}")
+    _print_status(s, as_json)
 
 
 @app.command()
@@ -243,12 +247,7 @@ def status(
     except LabctlError as e:
         _fail(e)
         return
-    if as_json:
-        out.print_json(json.dumps(dataclasses.asdict(s)))
-        return
-    out.print(_status_table(s))
-    for note in s.notes:
-        out.print(f"[yellow]note:[/yellow] {escape(note)}")
+    _print_status(s, as_json)
 
 
 @app.command("list")
@@ -330,12 +329,7 @@ def deploy_(
     except LabctlError as e:
         _fail(e)
         return
-    if as_json:
-        out.print_json(json.dumps(dataclasses.asdict(s)))
-    else:
-        out.print(_status_table(s))
-        for note in s.notes:
-            out.print(f"[yellow]note:[/yellow] {escape(note)}")
+    _print_status(s, as_json)
 
 
 @image_app.command("build")

@@ -36,37 +36,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labctl import images, mounts, safety
+from labctl.cts import CONFIGURE_ARGS, HOST_PACKAGES
 from labctl.errors import CommandError, HostError, NotFoundError, UsageError
 
 Progress = Callable[[str], None]
 
 # Debian's own Build-Depends for pacemaker (bookworm/trixie), less the
-# documentation tool chain (asciidoc, sphinx, inkscape, help2man): what
-# autogen.sh, configure and make need for every feature Debian's packages have.
+# documentation tool chain (asciidoc, sphinx, inkscape, help2man): what CTS's
+# configure needs (cts.HOST_PACKAGES, but for dpkg-dev), plus what make needs for
+# every feature Debian's packages have, and ccache.
 BUILD_PACKAGES: tuple[str, ...] = (
-    "gcc",
-    "libc6-dev",
-    "make",
-    "pkgconf",
-    "python3",
-    "autoconf",
-    "automake",
-    "libtool",
-    "libltdl-dev",
-    "autopoint",
-    "libglib2.0-dev",
-    "libxml2-dev",
+    *(p for p in HOST_PACKAGES if p != "dpkg-dev"),
     "libxml2-utils",
-    "libxslt1-dev",
     "xsltproc",
-    "uuid-dev",
-    "libbz2-dev",
-    "libqb-dev",
-    "libcpg-dev",
-    "libcfg-dev",
-    "libcmap-dev",
-    "libquorum-dev",
-    "libcorosync-common-dev",
     "libdbus-1-dev",
     "libgnutls28-dev",
     "libncurses-dev",
@@ -153,8 +135,6 @@ def configure_args(version: str, multiarch: str) -> list[str]:
         raise UsageError(
             f"Pacemaker {version} is older than 2.1: labctl builds 2.1.x and 3.x trees"
         )
-    from labctl.cts import CONFIGURE_ARGS
-
     return [
         *CONFIGURE_ARGS,
         # Debian's libraries live in the multiarch directory: the build's must
