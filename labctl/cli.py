@@ -484,6 +484,12 @@ def cts(
         typer.Option("--pacemaker-src", help="A configured Pacemaker source tree."),
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="CTS's random seed.")] = 1,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout", help="Stop CTS after this many seconds (default: from the iterations)."
+        ),
+    ] = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     as_json: AsJson = False,
 ) -> None:
@@ -501,6 +507,7 @@ def cts(
             seed=seed,
             extra=extra,
             emit=_reporter().emit,
+            timeout=timeout,
         )
     except LabctlError as e:
         _fail(e)

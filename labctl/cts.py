@@ -42,7 +42,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from labctl.errors import CommandError, HostError, UsageError
+from labctl.errors import HostError, UsageError
+from labctl.proc import run as run_cmd
 from labctl.safety import check_version
 
 Progress = Callable[[str], None]
@@ -557,19 +558,23 @@ def parse_progress(line: str) -> tuple[int, str, str] | None:
 # ------------------------------------------------------------------ commands
 
 
+# Preparing the CTS tree: apt-get source (a download), autogen.sh, configure
+# (about 30 s on 2 cores). Generous, finite.
+PREPARE_STEP_TIMEOUT = 20 * 60.0
+DPKG_QUERY_TIMEOUT = 60.0
+
+
 def _run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise CommandError("host", shlex.join(argv[:8]), proc.returncode, proc.stdout, proc.stderr)
-    return proc
+    return run_cmd(argv, where="host", timeout=PREPARE_STEP_TIMEOUT, cwd=cwd)
 
 
 def missing_host_packages(packages: Iterable[str] = HOST_PACKAGES) -> list[str]:
     """The packages of PACKAGES dpkg does not list as installed."""
-    proc = subprocess.run(
+    proc = run_cmd(
         ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\n", *packages],
-        capture_output=True,
-        text=True,
+        where="host",
+        timeout=DPKG_QUERY_TIMEOUT,
+        check=False,
     )
     installed = {
         w[0] for w in (line.split() for line in proc.stdout.splitlines()) if w[1:2] == ["ii"]

@@ -6,13 +6,12 @@ import datetime as dt
 import os
 import re
 import shlex
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from labctl import cts, cts_tests, fencing, host, lab, pcmkbuild, safety, state, virt
-from labctl.errors import HostError, LabctlError, UsageError
+from labctl import cts, cts_tests, fencing, host, lab, pcmkbuild, proc, safety, state, virt
+from labctl.errors import CommandTimeout, HostError, LabctlError, UsageError
 from labctl.plan import LabPlan
 
 Emit = Callable[[str], None]
@@ -179,8 +178,12 @@ def _build_library_env(build: pcmkbuild.Build, emit: Emit) -> dict[str, str]:
     if not found:
         return {}
     libdir = str(found[0].parent)
-    ldd = subprocess.run(
-        ["ldd", str(found[0])], capture_output=True, text=True, env={"LD_LIBRARY_PATH": libdir}
+    ldd = proc.run(
+        ["ldd", str(found[0])],
+        where="host",
+        timeout=60.0,
+        check=False,
+        env={"LD_LIBRARY_PATH": libdir},
     )
     # psutil: what cts-lab's process handling imports (3.x).
     missing = cts.missing_host_packages(("python3-psutil",))
@@ -205,6 +208,16 @@ def remoted_on_all(p: LabPlan) -> bool:
 
 
 LIST_TESTS_TIMEOUT = 300.0
+APT_INSTALL_TIMEOUT = 15 * 60.0
+# A CTS run's overall deadline: its setup (the cluster started, the CIB
+# clobbered) plus a generous share per iteration (seen: 20-90 s a test).
+CTS_SETUP_TIMEOUT = 15 * 60.0
+CTS_ITERATION_TIMEOUT = 5 * 60.0
+
+
+def cts_deadline(iterations: int) -> float:
+    """Seconds a CTS run of ITERATIONS tests may take before it is stopped."""
+    return CTS_SETUP_TIMEOUT + max(iterations, 1) * CTS_ITERATION_TIMEOUT
 
 
 def not_applicable(
@@ -222,17 +235,16 @@ def not_applicable(
     """
     list_argv = cts_tests.list_tests_command(argv, outputfile)
     try:
-        proc = subprocess.run(
+        listed = proc.run(
             list_argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
+            where="CTS --list-tests",
+            timeout=LIST_TESTS_TIMEOUT,
+            check=False,
             env=env,
             cwd=tree,
-            timeout=LIST_TESTS_TIMEOUT,
         )
-        output, status = proc.stdout + proc.stderr, str(proc.returncode)
-    except subprocess.TimeoutExpired:
+        output, status = listed.stdout + listed.stderr, str(listed.returncode)
+    except CommandTimeout:
         output, status = "", f"no answer in {LIST_TESTS_TIMEOUT:.0f} s"
     applicable = cts_tests.parse_list_tests(output) if status == "0" else None
     if applicable is None:
@@ -257,15 +269,16 @@ def not_applicable(
 
 
 def _apt_install(packages: list[str]) -> None:
-    proc = subprocess.run(
+    installed = proc.run(
         ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
-        capture_output=True,
-        text=True,
+        where="host",
+        timeout=APT_INSTALL_TIMEOUT,
+        check=False,
         env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
     )
-    if proc.returncode != 0:
+    if installed.returncode != 0:
         raise HostError(
-            f"apt-get install {' '.join(packages)} failed: {proc.stderr.strip()[-300:]}"
+            f"apt-get install {' '.join(packages)} failed: {installed.stderr.strip()[-300:]}"
         )
 
 
@@ -289,6 +302,7 @@ def run(
     seed: int | None,
     extra: list[str],
     emit: Emit,
+    timeout: float | None = None,
 ) -> CtsRun:
     p, version, tree, extra_env = prepare(name, state_dir, src, emit)
     if p.spec.fencing:
@@ -337,25 +351,28 @@ def run(
         emit,
     )
     emit(f"running: {shlex.join(argv)}")
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=tree,
-    )
-    assert proc.stdout is not None
     seen = []
-    for line in proc.stdout:
+
+    def on_line(line: str) -> None:
         seen.append(line)
         step = cts.parse_progress(line)
         if step:
             emit(f"[{step[0]}/{iterations}] {step[1]} ({step[2]})")
         elif "BadNews" in line or "ERROR" in line or ("Audit" in line and "failed" in line):
             emit(line.rstrip())
-    status = proc.wait()
+
+    limit = timeout if timeout is not None else cts_deadline(iterations)
+    try:
+        status = proc.stream(
+            argv, where="CTS", timeout=limit, on_line=on_line, env=env, cwd=tree, name="CTS run"
+        )
+    except CommandTimeout:
+        raise CommandTimeout(
+            "CTS",
+            "CTS run",
+            limit,
+            hint=f"its log is {outputfile}; `labctl cts --timeout SECONDS` allows longer runs",
+        ) from None
     text = outputfile.read_text() if outputfile.exists() else "".join(seen)
     summary = cts.parse_summary(text)
     if not summary.found:

@@ -43,3 +43,22 @@ class CommandError(LabctlError):
         tail = (stderr.strip() or stdout.strip()).splitlines()[-3:]
         detail = " | ".join(tail) if tail else "no output"
         super().__init__(f"{where}: `{command}` exited {status}: {detail}")
+
+
+class CommandTimeout(WaitTimeout):
+    """A command on a node or the host passed its deadline; names the command."""
+
+    def __init__(self, where: str, command: str, timeout: float, hint: str = "") -> None:
+        self.where = where
+        self.command = command
+        self.timeout = timeout
+        text = f"{where}: `{command}` did not finish within {timeout:g} s and was stopped"
+        super().__init__(f"{text}; {hint}" if hint else text)
+
+
+class VirtError(LabctlError):
+    """A libvirt call failed; the message names the call and the object."""
+
+    def __init__(self, message: str, connection_lost: bool = False) -> None:
+        self.connection_lost = connection_lost
+        super().__init__(message)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import glob
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from lxml.builder import E
 
 from labctl.errors import HostError
 from labctl.plan import LabPlan
+from labctl.proc import run as run_cmd
 from labctl.render import render
 
 NODE_KEY_PATH = "/etc/cluster/fence_xvm.key"
@@ -153,18 +153,21 @@ def find_daemons(config: Path) -> list[int]:
     return pids
 
 
+FENCE_VIRTD_START_TIMEOUT = 30.0
+
+
 def start(plan: LabPlan, fp: FencePlan) -> int:
     """Start the lab's fence_virtd (it daemonizes); return its PID."""
     fp.config.write_text(virtd_config(plan, fp, module_path()))
     log = fp.config.with_suffix(".log")
     # The daemon keeps the descriptors it was given: a file, never our pipes.
     with open(log, "w") as out:
-        proc = subprocess.run(
+        proc = run_cmd(
             ["fence_virtd", "-f", str(fp.config), "-p", str(fp.pidfile), "-w"],
-            stdin=subprocess.DEVNULL,
+            where=f"fencing of lab {plan.name}",
+            timeout=FENCE_VIRTD_START_TIMEOUT,
+            check=False,
             stdout=out,
-            stderr=out,
-            timeout=30,
         )
     if proc.returncode != 0:
         raise HostError(f"fence_virtd failed to start: {log.read_text().strip()[-300:]}")

@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labctl import mounts, safety
-from labctl.errors import CommandError, HostError, NotFoundError, UsageError
+from labctl import mounts, proc, safety
+from labctl.errors import HostError, NotFoundError, UsageError
 from labctl.render import render
 
 Progress = Callable[[str], None]
@@ -238,11 +238,22 @@ def host_mirror(suite: str) -> str:
     return mirror
 
 
-def _run(argv: list[str], where: str = "host", **kw) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, **kw)
-    if proc.returncode != 0:
-        raise CommandError(where, " ".join(argv[:6]), proc.returncode, proc.stdout, proc.stderr)
-    return proc
+# Deadlines of the host commands of image builds: generous (a slow mirror, a
+# busy 2-core host), finite. Seen: debootstrap 40-70 s, a layer's apt 20-40 s.
+DEBOOTSTRAP_TIMEOUT = 30 * 60.0
+APT_LAYER_TIMEOUT = 30 * 60.0
+CHROOT_TIMEOUT = 5 * 60.0  # one systemctl, one tool run in an image
+QEMU_IMG_TIMEOUT = 10 * 60.0  # convert of a 2 GiB disk; info takes well under 1 s
+MKFS_TIMEOUT = 60.0  # an 8 MiB seed
+
+
+def _run(
+    argv: list[str],
+    where: str = "host",
+    timeout: float = CHROOT_TIMEOUT,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return proc.run(argv, where=where, timeout=timeout, env=env)
 
 
 def _package_list(tree: Path) -> list[str]:
@@ -347,6 +358,7 @@ umount "$merged/proc"
             *packages,
         ],
         where=f"image layer {layer.name}",
+        timeout=APT_LAYER_TIMEOUT,
         env={**os.environ, **(env or {})},
     )
 
@@ -404,6 +416,7 @@ def build_image(
                 mirror,
             ],
             where="debootstrap",
+            timeout=DEBOOTSTRAP_TIMEOUT,
         )
         _customize_base(base)
         layers = {}
@@ -540,7 +553,11 @@ def build_vm_image(
         )
         # Renamed into place: a running VM keeps reading the disk it opened.
         part = out.disk.with_suffix(".part")
-        _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(part)], where="qemu-img")
+        _run(
+            ["qemu-img", "convert", "-O", "qcow2", str(raw), str(part)],
+            where="qemu-img",
+            timeout=QEMU_IMG_TIMEOUT,
+        )
         part.replace(out.disk)
         for p in (out.disk, out.kernel, out.initrd):
             p.chmod(0o644)  # QEMU runs as libvirt-qemu and only reads them
@@ -558,7 +575,9 @@ def build_vm_image(
 def qemu_img_info(path: Path) -> dict:
     """What qemu-img says of a disk image: format, virtual-size, backing-filename..."""
     # -U: read it even while a running VM holds its lock (a lab's volume, in use).
-    out = _run(["qemu-img", "info", "-U", "--output=json", str(path)], where="qemu-img").stdout
+    out = _run(
+        ["qemu-img", "info", "-U", "--output=json", str(path)], where="qemu-img", timeout=60.0
+    ).stdout
     return json.loads(out)
 
 
@@ -572,7 +591,11 @@ def make_seed(tree: Path, seed: Path) -> None:
     # Host and lab keys go inside: the file is 0600 before mkfs writes a byte of
     # them (mkfs would create it 0644). libvirt hands it to QEMU's user.
     os.close(os.open(seed, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    _run(["mkfs.ext4", "-q", "-L", "labctlseed", "-d", str(tree), str(seed), "8M"], where="mkfs")
+    _run(
+        ["mkfs.ext4", "-q", "-L", "labctlseed", "-d", str(tree), str(seed), "8M"],
+        where="mkfs",
+        timeout=MKFS_TIMEOUT,
+    )
 
 
 def _manifest(
@@ -638,7 +661,7 @@ exec chroot "$scratch/m" "$@"
 """
     scratch = Path(tempfile.mkdtemp(prefix="labctl-run-"))
     try:
-        return subprocess.run(
+        return proc.run(
             [
                 *PRIVATE_MOUNT_NS_SHELL,
                 script,
@@ -648,9 +671,10 @@ exec chroot "$scratch/m" "$@"
                 str(scratch),
                 *argv,
             ],
+            where=f"image {img.name}",
+            timeout=CHROOT_TIMEOUT,
+            check=False,
             input=stdin,
-            capture_output=True,
-            text=True,
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

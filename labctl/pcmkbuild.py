@@ -37,7 +37,8 @@ from pathlib import Path
 
 from labctl import images, mounts, safety
 from labctl.cts import CONFIGURE_ARGS, HOST_PACKAGES
-from labctl.errors import CommandError, HostError, NotFoundError, UsageError
+from labctl.errors import CommandError, CommandTimeout, HostError, NotFoundError, UsageError
+from labctl.proc import run as run_cmd
 
 Progress = Callable[[str], None]
 
@@ -178,8 +179,17 @@ def marker(tree: TreeId, image: str) -> dict:
 # ------------------------------------------------------------------ the tree
 
 
+GIT_TIMEOUT = 5 * 60.0  # ls-files or diff of a large tree on a slow disk
+
+
 def _git(tree: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["git", "-C", str(tree), *args], capture_output=True)
+    # Bytes (a binary diff is hashed), so not proc.run; the same deadline rule.
+    try:
+        return subprocess.run(
+            ["git", "-C", str(tree), *args], capture_output=True, timeout=GIT_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        raise CommandTimeout(f"tree {tree}", f"git {' '.join(args)}", GIT_TIMEOUT) from None
 
 
 def _walk_files(tree: Path, git: bool = False) -> Iterator[tuple[str, Path]]:
@@ -434,6 +444,13 @@ def _ensure_builddeps(img: images.Image, root: Path, progress: Progress) -> Path
     return layer
 
 
+# Deadlines of the build steps. A first build takes minutes here (configure
+# 28 s, make -j2 96 s on 2 cores); 3.x, a slow disk or a loaded host can make it
+# 10+ minutes. These only stop a build that hangs.
+STEP_TIMEOUTS = {"configure": 30 * 60.0, "compile": 2 * 60 * 60.0, "install": 30 * 60.0}
+DEFAULT_STEP_TIMEOUT = 60 * 60.0
+
+
 def _step(
     name: str,
     command: str,
@@ -466,7 +483,16 @@ def _step(
         with open(log, "a") as out:
             out.write(f"\n===== {name}: {command}\n")
             out.flush()
-            proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT)
+            proc = run_cmd(
+                argv,
+                where="build",
+                timeout=STEP_TIMEOUTS.get(name, DEFAULT_STEP_TIMEOUT),
+                check=False,
+                stdout=out,
+                name=f"{name} ({command})",
+            )
+    except CommandTimeout as e:
+        raise CommandTimeout("build", e.command, e.timeout, hint=f"log: {log}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     timings[name] = round(time.monotonic() - start, 1)
