@@ -15,7 +15,7 @@ from typing import TypeVar
 import libvirt
 from lxml import etree
 
-from labctl.errors import HostError, LabctlError
+from labctl.errors import HostError, LabctlError, VirtError
 from labctl.plan import lab_of_network
 from labctl.xml import METADATA_NS, LabMetadata, parse_metadata
 
@@ -72,6 +72,46 @@ def connection(uri: str) -> Iterator[libvirt.virConnect]:
         conn.close()
 
 
+def connection_lost(e: libvirt.libvirtError) -> bool:
+    """Whether E says the connection to libvirtd is gone (libvirtd stopped or restarted):
+    errors of the RPC layer ("End of file while reading data", "client socket is
+    closed", "Cannot write data: Broken pipe") or of a closed connection."""
+    return e.get_error_domain() == libvirt.VIR_FROM_RPC or e.get_error_code() in (
+        libvirt.VIR_ERR_NO_CONNECT,
+        libvirt.VIR_ERR_INVALID_CONN,
+        libvirt.VIR_ERR_RPC,
+    )
+
+
+def translate(e: libvirt.libvirtError, call: str, obj: str) -> VirtError:
+    """E as one line naming the libvirt CALL, the OBJECT and what to do."""
+    message = (e.get_error_message() or str(e)).strip()
+    if connection_lost(e):
+        return VirtError(
+            f"libvirt {call} of {obj} failed: the connection to libvirtd was lost "
+            f"({message}); check libvirtd runs (`labctl host check`), then run the "
+            "command again (`labctl down LAB` removes what a lab left)",
+            connection_lost=True,
+        )
+    return VirtError(f"libvirt {call} of {obj} failed: {message} (libvirtd's log may say more)")
+
+
+@contextmanager
+def _call(call: str, obj: str) -> Iterator[None]:
+    """Inside it, a libvirt error becomes a VirtError naming CALL and OBJ."""
+    try:
+        yield
+    except libvirt.libvirtError as e:
+        raise translate(e, call, obj) from e
+
+
+def as_labctl_error(e: BaseException) -> LabctlError | None:
+    """A libvirt error that escaped every narrower translation, for the CLI."""
+    if isinstance(e, libvirt.libvirtError):
+        return translate(e, "call", "an object")
+    return None
+
+
 def _no_such(e: libvirt.libvirtError) -> bool:
     return e.get_error_code() in (
         libvirt.VIR_ERR_NO_DOMAIN,
@@ -114,7 +154,9 @@ def domain_meta(dom: libvirt.virDomain) -> LabMetadata | None:
 def lab_domains(conn: libvirt.virConnect, lab: str | None = None) -> list[DomainInfo]:
     """Every domain labctl made (of LAB, if given), running or not."""
     found = []
-    for dom in conn.listAllDomains():
+    with _call("listAllDomains", conn_name(conn)):
+        doms = conn.listAllDomains()
+    for dom in doms:
         meta = domain_meta(dom)
         if meta is None or (lab is not None and meta.lab != lab):
             continue
@@ -125,7 +167,7 @@ def lab_domains(conn: libvirt.virConnect, lab: str | None = None) -> list[Domain
         except libvirt.libvirtError as e:
             if _no_such(e):
                 continue  # vanished while we looked
-            raise
+            raise translate(e, "state", f"domain {dom.name()}") from e
         found.append(
             DomainInfo(dom.name(), STATE_NAMES.get(state, str(state)), meta, persistent, mem)
         )
@@ -135,7 +177,9 @@ def lab_domains(conn: libvirt.virConnect, lab: str | None = None) -> list[Domain
 def lab_networks(conn: libvirt.virConnect) -> dict[str, str]:
     """labctl's networks: lab name -> network name."""
     out = {}
-    for net in conn.listAllNetworks():
+    with _call("listAllNetworks", conn_name(conn)):
+        nets = conn.listAllNetworks()
+    for net in nets:
         lab = lab_of_network(net.name())
         if lab:
             out[lab] = net.name()
@@ -145,8 +189,10 @@ def lab_networks(conn: libvirt.virConnect) -> dict[str, str]:
 def network_subnets(conn: libvirt.virConnect) -> list[ipaddress.IPv4Network]:
     """The IPv4 subnets of every libvirt network, labctl's or not."""
     subnets = []
-    for net in conn.listAllNetworks():
-        doc = etree.fromstring(net.XMLDesc().encode())
+    with _call("listAllNetworks", conn_name(conn)):
+        docs = [(net.name(), net.XMLDesc()) for net in conn.listAllNetworks()]
+    for _name, desc in docs:
+        doc = etree.fromstring(desc.encode())
         for ip in doc.findall("ip"):
             addr = ip.get("address")
             if not addr or ":" in addr:
@@ -157,16 +203,15 @@ def network_subnets(conn: libvirt.virConnect) -> list[ipaddress.IPv4Network]:
 
 
 def create_network(conn: libvirt.virConnect, xml: str) -> None:
-    try:
+    with _call("networkDefineXML/create", f"network {_xml_name(xml)}"):
         net = conn.networkDefineXML(xml)
         net.create()
-    except libvirt.libvirtError as e:
-        raise LabctlError(f"creating the lab network failed: {e.get_error_message()}") from None
 
 
 def remove_network(conn: libvirt.virConnect, name: str) -> bool:
     """Stop and undefine network NAME; False if there was none."""
-    net = _lookup(conn.networkLookupByName, name)
+    with _call("networkLookupByName", f"network {name}"):
+        net = _lookup(conn.networkLookupByName, name)
     if net is None:
         return False
     try:
@@ -176,13 +221,30 @@ def remove_network(conn: libvirt.virConnect, name: str) -> bool:
             net.undefine()
     except libvirt.libvirtError as e:
         if not _no_such(e):
-            raise
+            raise translate(e, "destroy/undefine", f"network {name}") from e
     return True
 
 
 def define_and_start(conn: libvirt.virConnect, xml: str) -> None:
-    dom = conn.defineXML(xml)
-    _retry_once(dom.create, f"domain {dom.name()}")
+    with _call("defineXML", f"domain {_xml_name(xml)}"):
+        dom = conn.defineXML(xml)
+    _retry_once(dom.create, f"domain {_xml_name(xml)}")
+
+
+def _xml_name(xml: str) -> str:
+    """The <name> of a libvirt XML document, for messages."""
+    try:
+        return etree.fromstring(xml.encode()).findtext("name") or "?"
+    except etree.XMLSyntaxError:
+        return "?"
+
+
+def conn_name(conn: libvirt.virConnect) -> str:
+    """A connection as messages name it: its URI."""
+    try:
+        return str(conn.getURI())
+    except libvirt.libvirtError:
+        return "the libvirt connection"
 
 
 # Seen when some twenty containers start at once: libvirt_lxc fails to join a
@@ -199,7 +261,7 @@ def _retry_once(start: Callable[[], object], what: str) -> None:
             if attempt == 1 and _RETRYABLE in (e.get_error_message() or ""):
                 time.sleep(0.5)
                 continue
-            raise LabctlError(f"starting {what} failed: {e.get_error_message()}") from None
+            raise translate(e, "create", what) from e
 
 
 def create_transient(conn: libvirt.virConnect, xml: str) -> None:
@@ -218,10 +280,12 @@ def remove_domain(conn: libvirt.virConnect, name: str, kill_init: bool = False) 
     """Destroy (hard stop) and undefine domain NAME; False if there was none.
 
     KILL_INIT (teardown only): for a container, SIGKILL its init first."""
-    dom = _lookup(conn.lookupByName, name)
-    if dom is None:
-        return False
-    if kill_init and dom.isActive() and conn.getType() == "LXC":
+    with _call("lookupByName", f"domain {name}"):
+        dom = _lookup(conn.lookupByName, name)
+        if dom is None:
+            return False
+        active, kind = dom.isActive(), conn.getType()
+    if kill_init and active and kind == "LXC":
         # A container's systemd ignores SIGTERM, so libvirt's destroy would wait
         # ~1-2 s before its SIGKILL; killing init from the host ends the whole
         # container at once. Nothing in a lab node needs a graceful stop.
@@ -229,16 +293,16 @@ def remove_domain(conn: libvirt.virConnect, name: str, kill_init: bool = False) 
         with contextlib.suppress(libvirt.libvirtError):
             dom.sendProcessSignal(1, libvirt.VIR_DOMAIN_PROCESS_SIGNAL_KILL)
     undefine = dom.undefine
-    if conn.getType() == "QEMU":
+    if kind == "QEMU":
         # A VM may have NVRAM, a managed save image or snapshots (made by a user
         # poking at the lab): without these flags libvirt refuses to undefine it.
         undefine = partial(dom.undefineFlags, QEMU_UNDEFINE_FLAGS)
-    for step in (dom.destroy, undefine):
+    for call, step in (("destroy", dom.destroy), ("undefine", undefine)):
         try:
             step()
         except libvirt.libvirtError as e:
             if not _no_such(e):
-                raise
+                raise translate(e, call, f"domain {name}") from e
     return True
 
 
@@ -264,42 +328,39 @@ def memory_stats(conn: libvirt.virConnect, name: str) -> dict[str, int]:
 
 def create_pool(conn: libvirt.virConnect, xml: str) -> None:
     """A transient directory pool (it goes with `down`, or with libvirtd)."""
-    try:
+    with _call("storagePoolCreateXML", f"pool {_xml_name(xml)}"):
         conn.storagePoolCreateXML(xml, 0)
-    except libvirt.libvirtError as e:
-        raise LabctlError(
-            f"creating the lab's storage pool failed: {e.get_error_message()}"
-        ) from None
 
 
 def create_volume(conn: libvirt.virConnect, pool: str, xml: str) -> str:
     """Create a volume in POOL; return its path."""
-    try:
-        return conn.storagePoolLookupByName(pool).createXML(xml, 0).path()
-    except libvirt.libvirtError as e:
-        raise LabctlError(f"creating a disk volume failed: {e.get_error_message()}") from None
+    with _call("createXML", f"volume {_xml_name(xml)} in pool {pool}"):
+        return str(conn.storagePoolLookupByName(pool).createXML(xml, 0).path())
 
 
 def remove_pool(conn: libvirt.virConnect, name: str) -> bool:
     """Delete every volume of pool NAME and the pool itself; False if there was none."""
-    pool = _lookup(conn.storagePoolLookupByName, name)
-    if pool is None:
-        return False
-    persistent = pool.isPersistent()  # a transient pool is gone once destroyed
-    if pool.isActive():
-        pool.refresh(0)
-        for vol in pool.listAllVolumes():
-            vol.delete(0)
-        pool.destroy()
-    if persistent:
-        pool.undefine()
+    with _call("remove (refresh, delete volumes, destroy, undefine)", f"pool {name}"):
+        pool = _lookup(conn.storagePoolLookupByName, name)
+        if pool is None:
+            return False
+        persistent = pool.isPersistent()  # a transient pool is gone once destroyed
+        if pool.isActive():
+            pool.refresh(0)
+            for vol in pool.listAllVolumes():
+                vol.delete(0)
+            pool.destroy()
+        if persistent:
+            pool.undefine()
     return True
 
 
 def lab_pools(conn: libvirt.virConnect) -> dict[str, str]:
     """labctl's storage pools: lab name -> pool name."""
     out = {}
-    for pool in conn.listAllStoragePools():
+    with _call("listAllStoragePools", conn_name(conn)):
+        pools = conn.listAllStoragePools()
+    for pool in pools:
         lab = lab_of_network(pool.name())  # same "labctl-" prefix as networks
         if lab:
             out[lab] = pool.name()
