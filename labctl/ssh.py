@@ -15,7 +15,7 @@ from pathlib import Path
 
 import paramiko
 
-from labctl.errors import CommandError, LabctlError, WaitTimeout
+from labctl.errors import CommandError, CommandTimeout, LabctlError, WaitTimeout
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,8 @@ class Connection:
             raise LabctlError(
                 f"{name}: host key differs from the one labctl pinned; refusing to connect"
             ) from e
-        except (paramiko.SSHException, OSError) as e:
-            raise LabctlError(f"{name}: SSH to {host} failed: {e}") from e
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise LabctlError(f"{name}: SSH to {host} failed: {e or type(e).__name__}") from e
 
     def __enter__(self) -> Connection:
         return self
@@ -87,11 +87,15 @@ class Connection:
         self._client.close()
 
     def run(self, command: str, check: bool = True, timeout: float = 300.0) -> Result:
-        """Run COMMAND through the node's shell; raise CommandError on failure if CHECK."""
-        _stdin, stdout, stderr = self._client.exec_command(command, timeout=timeout)
-        out = stdout.read().decode(errors="replace")
-        err = stderr.read().decode(errors="replace")
-        status = stdout.channel.recv_exit_status()
+        """Run COMMAND through the node's shell; raise CommandError on failure if CHECK.
+
+        TIMEOUT bounds the whole command (CommandTimeout), not each read."""
+        try:
+            status, out, err = _exec(self._client, command, timeout)
+        except CommandTimeout as e:
+            raise CommandTimeout(self.name, command, e.timeout) from None
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise _lost(self.name, self.host, f"running `{command}`", e) from e
         res = Result(command, status, out, err)
         if check and status != 0:
             raise CommandError(self.name, command, status, out, err)
@@ -100,15 +104,86 @@ class Connection:
     def put(self, data: bytes, path: str, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
         """Write DATA to PATH atomically with MODE and owner set before it appears."""
         tmp = f"{path}.labctl-tmp"
-        with self._client.open_sftp() as sftp:
-            with sftp.open(tmp, "wb") as f:
-                f.chmod(mode)
-                f.chown(uid, gid)
-                f.write(data)
-            sftp.posix_rename(tmp, path)
+        try:
+            with self._client.open_sftp() as sftp:
+                _bound(sftp)
+                with sftp.open(tmp, "wb") as f:
+                    f.chmod(mode)
+                    f.chown(uid, gid)
+                    f.write(data)
+                sftp.posix_rename(tmp, path)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise _lost(self.name, self.host, f"writing {path} over SFTP", e) from e
 
     def get(self, path: str) -> bytes:
-        with self._client.open_sftp() as sftp:
-            buf = io.BytesIO()
-            sftp.getfo(path, buf)
-            return buf.getvalue()
+        try:
+            with self._client.open_sftp() as sftp:
+                _bound(sftp)
+                buf = io.BytesIO()
+                sftp.getfo(path, buf)
+                return buf.getvalue()
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise _lost(self.name, self.host, f"reading {path} over SFTP", e) from e
+
+
+# No single SFTP read or write of labctl's (keys, small files) waits this long.
+SFTP_TIMEOUT = 60.0
+_POLL = 0.01
+
+
+def _exec(client: paramiko.SSHClient, command: str, timeout: float) -> tuple[int, str, str]:
+    """Run COMMAND on a new channel and collect its output, all within TIMEOUT seconds."""
+    deadline = time.monotonic() + timeout
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        raise paramiko.SSHException("the SSH connection is closed")
+    chan = transport.open_session(timeout=min(timeout, 30.0))
+    try:
+        chan.exec_command(command)
+        chan.shutdown_write()
+        out, err = bytearray(), bytearray()
+        while True:
+            busy = False
+            if chan.recv_ready():
+                out += chan.recv(65536)
+                busy = True
+            if chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+                busy = True
+            if not busy and chan.exit_status_ready() and chan.eof_received:
+                break
+            if chan.closed and not busy and not chan.exit_status_ready():
+                raise paramiko.SSHException("the channel closed before the command ended")
+            if time.monotonic() >= deadline:
+                raise CommandTimeout("ssh", command, timeout)
+            if not busy:
+                time.sleep(_POLL)
+        # Output after the exit status (a race in the loop above) is read too.
+        while chan.recv_ready():
+            out += chan.recv(65536)
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+        return chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace")
+    finally:
+        chan.close()
+
+
+def _bound(sftp: paramiko.SFTPClient) -> None:
+    chan = sftp.get_channel()
+    if chan is not None:
+        chan.settimeout(SFTP_TIMEOUT)
+
+
+def _lost(name: str, host: str, doing: str, e: BaseException) -> LabctlError:
+    what = str(e) or type(e).__name__
+    return LabctlError(
+        f"{name}: SSH to {host} failed while {doing}: {what} "
+        f"(is the node up? `labctl status` shows it)"
+    )
+
+
+def as_labctl_error(e: BaseException) -> LabctlError | None:
+    """A paramiko error that escaped every narrower translation, for the CLI."""
+    if isinstance(e, paramiko.SSHException):
+        return LabctlError(f"SSH failed: {e or type(e).__name__}")
+    return None
