@@ -3,24 +3,90 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from labctl import __version__, cloudimage, cts_run, deploy, host, images, lab, pcmkbuild, state
-from labctl.errors import LabctlError
+from labctl import (
+    __version__,
+    cloudimage,
+    cts_run,
+    deploy,
+    host,
+    images,
+    lab,
+    pcmkbuild,
+    proc,
+    state,
+    virt,
+)
+from labctl import ssh as ssh_module
+from labctl.errors import CommandTimeout, HostError, LabctlError
 from labctl.spec import DEFAULT_CLUSTER_NODES, MAX_NODES, make_spec, validate_name
 from labctl.state import DEFAULT_STATE_DIR
 
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Every command's failure as one line: LabctlError, and what escaped translation
+    further in (libvirt, paramiko, OSError such as a full disk, a subprocess timeout)."""
+
+    def invoke(self, ctx: typer.Context) -> object:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except LabctlError as e:
+            _fail(e)
+        except Exception as e:
+            translated = as_labctl_error(e)
+            if translated is None or _debug:
+                raise
+            _fail(translated)
+        return None
+
+
+def as_labctl_error(e: BaseException) -> LabctlError | None:
+    """E as a LabctlError with a one-line message, or None if it is a bug (a traceback)."""
+    if isinstance(e, LabctlError):
+        return e
+    for translate in (virt.as_labctl_error, ssh_module.as_labctl_error):
+        translated = translate(e)
+        if translated is not None:
+            return translated
+    if isinstance(e, subprocess.TimeoutExpired):
+        argv = e.cmd if isinstance(e.cmd, list) else [str(e.cmd)]
+        return CommandTimeout("host", proc.describe([str(a) for a in argv]), e.timeout)
+    if isinstance(e, OSError):
+        return _os_error(e)
+    return None
+
+
+def _os_error(e: OSError) -> LabctlError:
+    where = " ".join(f"{f}" for f in (e.filename, e.filename2) if f is not None)
+    what = e.strerror or str(e) or type(e).__name__
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        at = f" at {where}" if where else ""
+        return HostError(
+            f"no space left on device{at}: free some (`df -h`), then run the command "
+            "again (`labctl down LAB` removes what a failed `up` kept)"
+        )
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return HostError(f"{what}: {where or 'an operation'}: labctl runs as root (sudo)")
+    name = errno.errorcode.get(e.errno or 0, type(e).__name__)
+    return LabctlError(f"{what}{': ' + where if where else ''} ({name})")
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     help="Throwaway Pacemaker test labs on one libvirt host.",
@@ -53,7 +119,12 @@ def _fail(e: LabctlError) -> None:
     if _debug:
         raise e
     # escape: messages quote paths and tool output, where "[/...]" is not markup.
-    err.print(f"[red]labctl: {escape(str(e))}[/red]", highlight=False, soft_wrap=True)
+    text = str(e)
+    # Notes: what went wrong after it (a failed rollback), on the same line.
+    notes = [str(n) for n in getattr(e, "__notes__", ())]
+    if notes:
+        text += f" ({'; '.join(notes)})"
+    err.print(f"[red]labctl: {escape(text)}[/red]", highlight=False, soft_wrap=True)
     raise typer.Exit(e.exit_code)
 
 
