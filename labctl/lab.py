@@ -380,23 +380,34 @@ def up(
                 state.write_record(p, "creating", build=label)
                 with reporter.phase("network"):
                     virt.create_network(conn, network_xml(p.network, p.nodes))
-            except BaseException:
-                _down(spec.name, state_dir)
+            except BaseException as e:
+                _roll_back(spec.name, state_dir, reporter, e)
                 raise
         try:
             _create(conns, p, image, reporter, cloud, build)
             state.write_record(p, "up", build=label)
-        except BaseException:
+        except BaseException as e:
             if keep_on_failure:
                 state.write_record(p, "failed", build=label)
                 reporter.emit(f"kept what was created; `labctl down {spec.name}` removes it")
             else:
                 reporter.emit("rolling back")
-                _down(spec.name, state_dir)
+                _roll_back(spec.name, state_dir, reporter, e)
             raise
     finally:
         conns.close()
     return status(spec.name, state_dir)
+
+
+def _roll_back(name: str, state_dir: Path, reporter: Reporter, cause: BaseException) -> None:
+    """Remove what a failed `up` made. If that fails too (libvirtd gone, say), CAUSE
+    stays the error reported, with a note of the rollback's own failure."""
+    try:
+        _down(name, state_dir)
+    except Exception as e:
+        note = f"rollback failed too: {e}; `labctl down {name}` removes what is left"
+        reporter.emit(note)
+        cause.add_note(note)
 
 
 @contextmanager
