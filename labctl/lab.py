@@ -313,7 +313,7 @@ class Conns:
 
     def close(self) -> None:
         for c in self._conns.values():
-            c.close()
+            virt.close(c)
 
 
 def up(

@@ -63,13 +63,20 @@ def connect(uri: str) -> libvirt.virConnect:
         ) from None
 
 
+def close(conn: libvirt.virConnect) -> None:
+    """Close CONN; a connection libvirtd already dropped cannot fail this (a close in a
+    `finally` must not replace the error being raised)."""
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.close()
+
+
 @contextmanager
 def connection(uri: str) -> Iterator[libvirt.virConnect]:
     conn = connect(uri)
     try:
         yield conn
     finally:
-        conn.close()
+        close(conn)
 
 
 def connection_lost(e: libvirt.libvirtError) -> bool:

@@ -111,3 +111,15 @@ def test_escaped_libvirt_errors_are_still_translated_for_the_cli() -> None:
     e = virt.as_labctl_error(DROPPED)
     assert isinstance(e, LabctlError) and "connection to libvirtd was lost" in str(e)
     assert virt.as_labctl_error(ValueError("x")) is None
+
+
+def test_closing_a_dropped_connection_does_not_raise() -> None:
+    conn = libvirt.open("test:///default")
+    conn.close()
+    virt.close(conn)  # a second close fails in libvirt: never in a `finally`
+
+
+def test_connection_block_error_is_not_replaced_by_its_close() -> None:
+    with pytest.raises(KeyError), virt.connection("test:///default") as conn:
+        conn.close()
+        raise KeyError("the original")
