@@ -13,21 +13,29 @@ import hashlib
 import json
 import os
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from labctl import images
-from labctl.errors import HostError, UsageError
+from labctl.errors import HostError, UsageError, WaitTimeout
 
 Progress = Callable[[str], None]
 
 ALGORITHMS = {"sha256": 64, "sha512": 128}
 URL_SCHEMES = ("http", "https", "file")
 CHUNK = 1024 * 1024
+# Cloud images are a few hundred MiB (Debian's genericcloud qcow2: ~400 MiB);
+# more than this is a wrong URL or a hostile server filling the disk.
+MAX_IMAGE_BYTES = 8 << 30
+# The whole copy or download, however slowly the bytes come; and per read.
+IMPORT_TIMEOUT = 30 * 60.0
+READ_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -117,9 +125,17 @@ def check_info(info: dict, source: str) -> None:
             f"--image {source} has a backing file of its own: flatten it with "
             "`qemu-img convert -O qcow2 IN OUT`"
         )
+    specific = info.get("format-specific") or {}
+    if (specific.get("data") or {}).get("data-file"):
+        # Its guest data lives in another file, named inside it: the same
+        # reach outside the cache as a backing file.
+        raise UsageError(
+            f"--image {source} keeps its data in an external data file: make one "
+            "self-contained image with `qemu-img convert -O qcow2 IN OUT`"
+        )
 
 
-def _open_source(source: str):
+def _open_source(source: str, read_timeout: float = READ_TIMEOUT):
     if not is_url(source):
         try:
             return open(source, "rb")
@@ -128,10 +144,35 @@ def _open_source(source: str):
         except OSError as e:
             raise UsageError(f"--image {source}: {e.strerror}") from None
     try:
-        return urllib.request.urlopen(source, timeout=60)
+        return urllib.request.urlopen(source, timeout=read_timeout)
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise HostError(f"could not fetch --image {redact(source)}: {reason}") from None
+
+
+def _announced_size(src: object) -> int:
+    """The Content-Length a server announced (0 when none)."""
+    headers = getattr(src, "headers", None)
+    length = headers.get("Content-Length") if headers is not None else None
+    return int(length) if length and length.isdigit() else 0
+
+
+def _refuse_oversize(size: int, limit: int, shown: str) -> None:
+    if size > limit:
+        raise UsageError(
+            f"--image {shown} is larger than {limit / (1 << 20):g} MiB, more than a cloud "
+            "image should be: check the URL (nothing was kept)"
+        )
+
+
+def _read_some(src: BinaryIO, shown: str) -> bytes:
+    """What SRC has now, up to CHUNK: read1 returns as soon as some bytes came (read
+    would wait for the whole chunk, past any deadline, from a trickling server)."""
+    try:
+        read1 = getattr(src, "read1", None)
+        return bytes(read1(CHUNK) if read1 else src.read(CHUNK))
+    except OSError as e:
+        raise HostError(f"reading --image {shown} failed: {e.strerror or e}") from None
 
 
 def import_image(
@@ -139,9 +180,14 @@ def import_image(
     source: str,
     checksum: Checksum | None,
     progress: Progress = lambda _m: None,
+    max_bytes: int | None = None,
+    timeout: float | None = None,
 ) -> CloudImage:
     """SOURCE (a path or URL) in the cache, checked against CHECKSUM; a cached copy
-    with the same SHA-256 is used without reading SOURCE again."""
+    with the same SHA-256 is used without reading SOURCE again. At most MAX_BYTES
+    (MAX_IMAGE_BYTES), read within TIMEOUT seconds (IMPORT_TIMEOUT) overall."""
+    limit = MAX_IMAGE_BYTES if max_bytes is None else max_bytes
+    seconds = IMPORT_TIMEOUT if timeout is None else timeout
     if checksum and checksum.algorithm == "sha256":
         hit = _cached(state_dir, checksum.hexdigest)
         if hit:
@@ -155,8 +201,17 @@ def import_image(
         wanted = hashlib.new(checksum.algorithm) if checksum else None
         done, step = 0, 256 * CHUNK
         progress(f"reading {shown}")
-        with _open_source(source) as src, open(part, "wb") as out:
-            while chunk := src.read(CHUNK):
+        deadline = time.monotonic() + seconds
+        with _open_source(source, min(READ_TIMEOUT, seconds)) as src, open(part, "wb") as out:
+            _refuse_oversize(_announced_size(src), limit, shown)
+            while chunk := _read_some(src, shown):
+                _refuse_oversize(done + len(chunk), limit, shown)
+                if time.monotonic() > deadline:
+                    raise WaitTimeout(
+                        f"reading --image {shown} did not finish within {seconds:g} s "
+                        f"({done // CHUNK} MiB read): try a nearer mirror, or download "
+                        "it yourself and give its path"
+                    )
                 out.write(chunk)
                 sha256.update(chunk)
                 if wanted:

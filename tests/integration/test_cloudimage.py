@@ -5,11 +5,12 @@ import hashlib
 import http.server
 import subprocess
 import threading
+import time
 
 import pytest
 
 from labctl import cloudimage
-from labctl.errors import HostError, UsageError
+from labctl.errors import HostError, UsageError, WaitTimeout
 
 
 def make_image(path, fmt="qcow2", backing=None):
@@ -123,3 +124,78 @@ def test_a_signed_url_is_fetched_whole_but_its_query_is_neither_stored_nor_print
             tmp_path / "s2", url, cloudimage.parse_checksum("sha256:" + "0" * 64), said.append
         )
     assert "s3cr3t" not in str(e.value)
+
+
+def test_an_image_with_an_external_data_file_is_refused(tmp_path):
+    img = tmp_path / "d.qcow2"
+    data_file = f"data_file={tmp_path / 'd.raw'}"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-o", data_file, str(img), "64M"], check=True
+    )
+    with pytest.raises(UsageError, match="external data file"):
+        cloudimage.import_image(tmp_path / "s", str(img), None)
+    assert cache_files(tmp_path / "s") == []
+
+
+class _Endless(http.server.BaseHTTPRequestHandler):
+    """Bytes without end and without a Content-Length; every DELAY seconds a few."""
+
+    delay = 0.0
+    size = 1 << 20
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if self.path.endswith("announced"):
+            self.send_header("Content-Length", str(64 << 20))
+        self.end_headers()
+        try:
+            while True:
+                self.wfile.write(b"\0" * (16 if self.delay else self.size))
+                self.wfile.flush()
+                if self.delay:
+                    time.sleep(self.delay)
+        except OSError:
+            pass
+
+    def log_message(self, *_a):
+        pass
+
+
+@pytest.fixture
+def endless():
+    servers = []
+
+    def serve(delay):
+        handler = type("H", (_Endless,), {"delay": delay})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+def test_a_download_larger_than_the_limit_is_stopped_and_nothing_is_kept(tmp_path, endless):
+    base = endless(0.0)
+    state = tmp_path / "state"
+    with pytest.raises(UsageError, match="is larger than 4 MiB"):
+        cloudimage.import_image(state, f"{base}/big.qcow2", None, max_bytes=4 << 20)
+    with pytest.raises(UsageError, match="is larger than 4 MiB"):  # refused from its header
+        cloudimage.import_image(state, f"{base}/announced", None, max_bytes=4 << 20)
+    assert cache_files(state) == []
+
+
+def test_a_trickling_download_is_stopped_at_its_overall_deadline(tmp_path, endless):
+    # 16 bytes every 0.05 s: no single read waits long, the whole never ends.
+    base = endless(0.05)
+    state = tmp_path / "state"
+    start = time.monotonic()
+    with pytest.raises(WaitTimeout, match=r"did not finish within 0\.5 s"):
+        cloudimage.import_image(state, f"{base}/slow.qcow2", None, timeout=0.5)
+    assert time.monotonic() - start < 3
+    assert cache_files(state) == []
