@@ -44,11 +44,14 @@ class _Server(paramiko.ServerInterface):
                 stderr=subprocess.PIPE,
             )
             out, err = proc.communicate()
-            channel.sendall(out)
-            channel.sendall_stderr(err)
-            channel.send_exit_status(proc.returncode)
-            channel.shutdown_write()
-            channel.close()
+            try:
+                channel.sendall(out)
+                channel.sendall_stderr(err)
+                channel.send_exit_status(proc.returncode)
+                channel.shutdown_write()
+                channel.close()
+            except OSError:
+                pass  # the client gave up on it (a deadline passed)
 
         threading.Thread(target=serve, daemon=True).start()
         return True
