@@ -48,11 +48,14 @@ class CommandError(LabctlError):
 class CommandTimeout(WaitTimeout):
     """A command on a node or the host passed its deadline; names the command."""
 
-    def __init__(self, where: str, command: str, timeout: float, hint: str = "") -> None:
+    def __init__(
+        self, where: str, command: str, timeout: float, hint: str = "", stopped: bool = True
+    ) -> None:
         self.where = where
         self.command = command
         self.timeout = timeout
-        text = f"{where}: `{command}` did not finish within {timeout:g} s and was stopped"
+        text = f"{where}: `{command}` did not finish within {timeout:g} s"
+        text += " and was stopped" if stopped else " (labctl stopped waiting for it)"
         super().__init__(f"{text}; {hint}" if hint else text)
 
 

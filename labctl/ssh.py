@@ -8,6 +8,7 @@ refused.
 from __future__ import annotations
 
 import io
+import select
 import socket
 import time
 from dataclasses import dataclass
@@ -93,7 +94,8 @@ class Connection:
         try:
             status, out, err = _exec(self._client, command, timeout)
         except CommandTimeout as e:
-            raise CommandTimeout(self.name, command, e.timeout) from None
+            # Closing a channel without a terminal does not stop the command there.
+            raise CommandTimeout(self.name, command, e.timeout, stopped=False) from None
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise _lost(self.name, self.host, f"running `{command}`", e) from e
         res = Result(command, status, out, err)
@@ -128,7 +130,7 @@ class Connection:
 
 # No single SFTP read or write of labctl's (keys, small files) waits this long.
 SFTP_TIMEOUT = 60.0
-_POLL = 0.01
+_WAKE = 1.0  # at least this often the deadline is checked
 
 
 def _exec(client: paramiko.SSHClient, command: str, timeout: float) -> tuple[int, str, str]:
@@ -157,7 +159,11 @@ def _exec(client: paramiko.SSHClient, command: str, timeout: float) -> tuple[int
             if time.monotonic() >= deadline:
                 raise CommandTimeout("ssh", command, timeout)
             if not busy:
-                time.sleep(_POLL)
+                wait = max(0.0, min(deadline - time.monotonic(), _WAKE))
+                if chan.eof_received:
+                    chan.status_event.wait(wait)  # only the exit status is to come
+                else:
+                    select.select([chan], [], [], wait)  # stdout or stderr data, or EOF
         # Output after the exit status (a race in the loop above) is read too.
         while chan.recv_ready():
             out += chan.recv(65536)

@@ -28,7 +28,7 @@ def _ssh_timeout() -> BaseException:
     # What ssh.Connection.run raises when a node command passes its deadline.
     from labctl.errors import CommandTimeout
 
-    return CommandTimeout("he1-c1", "crm_mon -1 --output-as=xml", 30.0)
+    return CommandTimeout("he1-c1", "crm_mon -1 --output-as=xml", 30.0, stopped=False)
 
 
 def _subprocess_timeout() -> BaseException:
