@@ -388,7 +388,10 @@ def up(
             state.write_record(p, "up", build=label)
         except BaseException as e:
             if keep_on_failure:
-                state.write_record(p, "failed", build=label)
+                try:
+                    state.write_record(p, "failed", build=label)
+                except Exception as record_error:  # a full disk: the cause still wins
+                    e.add_note(f"recording the lab as failed failed too: {record_error}")
                 reporter.emit(f"kept what was created; `labctl down {spec.name}` removes it")
             else:
                 reporter.emit("rolling back")

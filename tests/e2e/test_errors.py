@@ -72,3 +72,35 @@ def test_failed_rollback_does_not_hide_the_original_error(
     monkeypatch.undo()
     labctl("down", name, "--state-dir", str(STATE_DIR))
     assert host_state() == before
+
+
+def test_kept_failed_lab_with_a_full_disk_still_reports_the_original(
+    labs, before, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from labctl import state
+
+    name = labs.name()
+    original = _dropped()
+    real_write = state.write_record
+
+    def define_and_start(_conn: object, _xml: str) -> None:
+        raise original
+
+    def write_record(p: object, status: str, **kw: object) -> None:
+        if status == "failed":
+            raise OSError(errno.ENOSPC, "No space left on device", "lab.json")
+        real_write(p, status, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(virt, "define_and_start", define_and_start)
+    monkeypatch.setattr(state, "write_record", write_record)
+    with pytest.raises(VirtError) as exc:
+        lab.up(make_spec(name, 1, fencing=False), STATE_DIR, keep_on_failure=True)
+    assert exc.value is original
+    assert exc.value.__notes__ == [
+        "recording the lab as failed failed too: [Errno 28] No space left on device: 'lab.json'"
+    ]
+    monkeypatch.undo()
+    labctl("down", name, "--state-dir", str(STATE_DIR))
+    assert host_state() == before
