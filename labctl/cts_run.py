@@ -167,15 +167,17 @@ def prepare(
 
     lab.parallel(install, p.cluster_nodes)
     write_ssh_config(p)
-    return p, version, src, (_build_library_env(build, emit) if build else {})
+    # CTSlab.py (2.1.6 and older) is plain Python; cts-lab's package needs more.
+    needs_env = build is not None and dialect != "ctslab"
+    return p, version, src, (_build_library_env(build, emit) if needs_env else {})
 
 
-def _build_library_env(build: pcmkbuild.Build, emit: Emit) -> dict[str, str]:
+def _build_library_env(build: pcmkbuild.Build | None, emit: Emit) -> dict[str, str]:
     """CTS of 3.x loads libcrmcommon with ctypes on the host (python/pacemaker/_library.py,
     found through ctypes.util.find_library, which honours LD_LIBRARY_PATH): point it at
     the build's libraries, and make sure the host has what they link against."""
-    found = sorted(build.install.glob("usr/lib/*/libcrmcommon.so"))
-    if not found:
+    found = sorted(build.install.glob("usr/lib/*/libcrmcommon.so")) if build else []
+    if build is None or not found:
         return {}
     libdir = str(found[0].parent)
     ldd = proc.run(
