@@ -8,6 +8,11 @@ even when the lab record is gone).
 A fence_virtd serves one libvirt driver. A mixed lab (container cluster nodes,
 VM remote nodes) therefore gets a second daemon and a second fence_xvm device
 for its VMs, on an address and port of their own, sharing the lab's key.
+
+fence_virtd's libvirt backend acts on any domain its URI sees (every lab's, on
+a shared host). Each daemon's config therefore has a static map ("groups"): a
+request is carried out only for a domain named in its group, from an address
+of the lab's subnet. So the lab's key fences the lab's own nodes, nothing else.
 """
 
 from __future__ import annotations
@@ -93,7 +98,24 @@ def module_path() -> str:
     return str(Path(found[0]).parent)
 
 
+def group_members(plan: LabPlan, fp: FencePlan) -> list[tuple[str, str]]:
+    """The static map entries of FP's daemon: who may ask (`ip`), and what it may
+    fence (`uuid`, which fence_virtd also matches against domain names).
+
+    fence_xvm sends one request per address of the node, each claiming that
+    address (CTS adds test addresses from .200 up), so every address of the
+    lab's subnet but the host's may ask. The address is a claim inside a
+    request signed with the lab's key, not a boundary of its own: what narrows
+    the key is the target list.
+    """
+    subnet = plan.network.subnet
+    gateway = plan.network.gateway
+    ips = [("ip", str(a)) for a in subnet.hosts() if a != gateway]
+    return ips + [("uuid", name) for name in fp.nodes]
+
+
 def virtd_config(plan: LabPlan, fp: FencePlan, modules: str) -> str:
+    members = "\n".join(f'        {k} = "{v}";' for k, v in group_members(plan, fp))
     return render(
         "fence_virtd.conf",
         lab=plan.name,
@@ -103,6 +125,7 @@ def virtd_config(plan: LabPlan, fp: FencePlan, modules: str) -> str:
         port=fp.port,
         interface=fp.interface,
         uri=fp.uri,
+        members=members,
     )
 
 

@@ -71,3 +71,19 @@ def test_guest_nodes_get_no_fence_device():
     p = _plan(1, mode="guest", backend="vm")
     (only,) = fencing.fence_plans(p, URI)
     assert only.nodes == ("demo-c1", "demo-c2")
+
+
+def test_fence_virtd_acts_only_on_its_labs_nodes_asked_from_its_subnet():
+    p = _plan(5, mode="remote", backend="vm")
+    lxc, vm = fencing.fence_plans(p, URI)
+    conf = fencing.virtd_config(p, lxc, "/usr/lib/x/fence-virt")
+    groups = conf[conf.index("groups {") :]
+    targets = [line.strip() for line in groups.splitlines() if "uuid =" in line]
+    assert targets == ['uuid = "demo-c1";', 'uuid = "demo-c2";']
+    ips = [line.split('"')[1] for line in groups.splitlines() if "ip =" in line]
+    # every address of the lab's /24 but the host's own (.1): nodes and CTS's test addresses
+    subnet = p.network.subnet
+    assert ips == [str(subnet.network_address + k) for k in range(2, 255)]
+    assert 'name = "demo";' in groups and groups.count("{") == groups.count("}")
+    vm_targets = [k_v for k_v in fencing.group_members(p, vm) if k_v[0] == "uuid"]
+    assert vm_targets == [("uuid", "demo-r1"), ("uuid", "demo-r2"), ("uuid", "demo-r3")]
