@@ -26,6 +26,7 @@ from labctl import (
     host,
     images,
     lab,
+    locks,
     pcmkbuild,
     proc,
     state,
@@ -167,9 +168,16 @@ def _print_status(s: lab.LabStatus, as_json: bool) -> None:
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait", help="Wait for a lab another labctl is busy with, instead of refusing."
+        ),
+    ] = False,
 ) -> None:
     global _debug
     _debug = debug
+    locks.WAIT = wait
     if version:
         out.print(__version__)
         raise typer.Exit(0)

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from labctl import locks
 from labctl.errors import HostError, UsageError
 from labctl.proc import run as run_cmd
 from labctl.safety import check_version
@@ -635,8 +636,16 @@ def prepare_source(
     link for CTSlab.py, `./autogen.sh`, `./configure` with CONFIGURE_ARGS; no
     make. Idempotent: a tree whose marker names the same version and configure
     arguments, and that passes `check_tree`, is returned as is. Each step's
-    seconds go to PROGRESS and into the marker's "timings".
+    seconds go to PROGRESS and into the marker's "timings". One labctl at a time
+    prepares a version's tree (a host-wide lock); another waits, then reuses it.
     """
+    with locks.hold("cts", check_version(version), locks.command_line(), wait=True):
+        return _prepare_source(version, workdir, sources, progress)
+
+
+def _prepare_source(
+    version: str, workdir: Path, sources: Sequence[AptSource], progress: Progress
+) -> Path:
     dialect = cts_dialect(check_version(version))
     src = workdir / f"{SOURCE_PACKAGE}-{version}"
     mark = _marker(src)

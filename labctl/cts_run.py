@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from labctl import cts, cts_tests, fencing, host, lab, pcmkbuild, proc, safety, state, virt
+from labctl import cts, cts_tests, fencing, host, lab, locks, pcmkbuild, proc, safety, state, virt
 from labctl.errors import CommandTimeout, HostError, LabctlError, UsageError
 from labctl.plan import LabPlan
 
@@ -305,6 +305,22 @@ def run(
     extra: list[str],
     emit: Emit,
     timeout: float | None = None,
+) -> CtsRun:
+    """Prepare and run CTS on lab NAME, holding the lab's lock (CTS restarts and
+    fences its nodes; nothing else should change the lab meanwhile)."""
+    with locks.hold("lab", name, locks.command_line()):
+        return _run(name, state_dir, src, iterations, seed, extra, emit, timeout)
+
+
+def _run(
+    name: str,
+    state_dir: Path,
+    src: Path | None,
+    iterations: int,
+    seed: int | None,
+    extra: list[str],
+    emit: Emit,
+    timeout: float | None,
 ) -> CtsRun:
     p, version, tree, extra_env = prepare(name, state_dir, src, emit)
     if p.spec.fencing:

@@ -18,7 +18,20 @@ import tarfile
 from functools import partial
 from pathlib import Path
 
-from labctl import host, images, lab, mounts, pcmkbuild, plan, provision, ssh, stack, state, virt
+from labctl import (
+    host,
+    images,
+    lab,
+    locks,
+    mounts,
+    pcmkbuild,
+    plan,
+    provision,
+    ssh,
+    stack,
+    state,
+    virt,
+)
 from labctl.errors import LabctlError, NotFoundError, UsageError
 from labctl.plan import LabPlan, NodePlan
 from labctl.xml import lxc_domain_xml
@@ -28,6 +41,13 @@ def deploy(
     name: str, state_dir: Path, tree: Path | None = None, reporter: lab.Reporter | None = None
 ) -> lab.LabStatus:
     """Build TREE (default: the lab's own tree) and restart every node of lab NAME on it."""
+    with locks.hold("lab", name, locks.command_line()):
+        return _deploy(name, state_dir, tree, reporter)
+
+
+def _deploy(
+    name: str, state_dir: Path, tree: Path | None, reporter: lab.Reporter | None
+) -> lab.LabStatus:
     reporter = reporter or lab.Reporter()
     host.require_root("labctl deploy")
     rec = state.read_record(state_dir, name)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labctl import mounts, proc, safety
+from labctl import locks, mounts, proc, safety
 from labctl.errors import HostError, NotFoundError, UsageError
 from labctl.render import render
 
@@ -384,6 +384,25 @@ def build_image(
     existing = find_image(state_dir, name)
     if existing and not existing.stale and not force:
         return existing
+    # Two cold `up`s must not both debootstrap: the second waits, then finds it built.
+    with locks.hold("image", name, locks.command_line(), wait=True):
+        again = find_image(state_dir, name)
+        if again and not again.stale:
+            # Built while we waited, by the run we waited for: that build will do.
+            rebuilt = existing is None or again.manifest != existing.manifest
+            if not force or rebuilt:
+                return again
+        return _build_image(state_dir, idef, again, mirror, progress)
+
+
+def _build_image(
+    state_dir: Path,
+    idef: ImageDef,
+    existing: Image | None,
+    mirror: str | None,
+    progress: Progress,
+) -> Image:
+    name = idef.name
     if existing:
         _refuse_if_in_use(existing)
         if existing.stale:

@@ -20,6 +20,7 @@ from labctl import (
     fencing,
     host,
     images,
+    locks,
     mounts,
     pcmkbuild,
     plan,
@@ -324,6 +325,17 @@ def up(
     mirror: str | None = None,
 ) -> LabStatus:
     """Create lab SPEC and return when every node answers SSH (and Pacemaker is ready)."""
+    with locks.hold("lab", spec.name, locks.command_line()):
+        return _up(spec, state_dir, reporter, keep_on_failure, mirror)
+
+
+def _up(
+    spec: LabSpec,
+    state_dir: Path,
+    reporter: Reporter | None,
+    keep_on_failure: bool,
+    mirror: str | None,
+) -> LabStatus:
     reporter = reporter or Reporter()
     host.require_root("labctl up")
     images.image_def(spec.image)
@@ -418,8 +430,8 @@ def _allocation_lock(state_dir: Path) -> Iterator[None]:
     # Host-wide, not per state directory: labs of every state directory share
     # the host's libvirt networks, subnets and bridge names.
     state.labs_dir(state_dir).mkdir(parents=True, exist_ok=True)
-    state.LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    with open(state.LOCK_DIR / "allocate.lock", "w") as f:
+    locks.LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    with open(locks.LOCK_DIR / "allocate.lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
@@ -691,6 +703,12 @@ def register_others(p: LabPlan, c: ssh.Connection) -> None:
 
 
 def rotate_authkey(name: str, state_dir: Path, reporter: Reporter | None = None) -> None:
+    """A fresh Pacemaker authkey on every node (holding the lab's lock)."""
+    with locks.hold("lab", validate_name(name), locks.command_line()):
+        _rotate_authkey(name, state_dir, reporter)
+
+
+def _rotate_authkey(name: str, state_dir: Path, reporter: Reporter | None) -> None:
     """A fresh Pacemaker authkey on every node; every connection re-made with it.
 
     deploy's shape: maintenance mode, so that stopping Pacemaker on the cluster
@@ -757,6 +775,11 @@ def rotate_authkey(name: str, state_dir: Path, reporter: Reporter | None = None)
 def fence(name: str, node: str, state_dir: Path, reporter: Reporter | None = None) -> None:
     """Fence NODE through the cluster's own path (stonith_admin), and return when
     it has rebooted, rejoined and is online again."""
+    with locks.hold("lab", validate_name(name), locks.command_line()):
+        _fence(name, node, state_dir, reporter)
+
+
+def _fence(name: str, node: str, state_dir: Path, reporter: Reporter | None) -> None:
     reporter = reporter or Reporter()
     p = load_plan(name, state_dir)
     target = p.node(node)
@@ -807,7 +830,8 @@ class DownReport:
 def down(name: str, state_dir: Path, fast: bool = False) -> DownReport:
     """Remove everything of lab NAME; safe from any partial state, and twice."""
     host.require_root("labctl down")
-    return _down(name, state_dir, fast)
+    with locks.hold("lab", validate_name(name), locks.command_line()):
+        return _down(name, state_dir, fast)
 
 
 def _remove_domain(conn: object, d: virt.DomainInfo) -> bool:

@@ -22,7 +22,6 @@ Layout under STATE/builds/IMAGE/:
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
@@ -31,11 +30,10 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from labctl import images, mounts, safety
+from labctl import images, locks, mounts, safety
 from labctl.cts import CONFIGURE_ARGS, HOST_PACKAGES
 from labctl.errors import CommandError, CommandTimeout, HostError, NotFoundError, UsageError
 from labctl.proc import run as run_cmd
@@ -386,19 +384,6 @@ def remove_build(b: Build, lab_builds: dict[str, str]) -> None:
     shutil.rmtree(safety.child_dir(image_dir, b.dir.name, "build directory"))
 
 
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(
-                f"another labctl is building in {path.parent}: wait for it to finish"
-            ) from None
-        yield
-
-
 # Every build step runs chrooted in an overlay of the build-dependency layer over
 # the image's base, in a private mount namespace; the tree, the install
 # directory and the compiler cache are bind-mounted in.
@@ -421,6 +406,12 @@ exec chroot "$scratch/m" env -i PATH=/usr/lib/ccache:/usr/sbin:/usr/bin:/sbin:/b
 
 
 def _ensure_builddeps(img: images.Image, root: Path, progress: Progress) -> Path:
+    # Shared by every tree built for IMAGE: made once, by one labctl.
+    with locks.hold("builddeps", img.name, locks.command_line(), wait=True):
+        return _make_builddeps(img, root, progress)
+
+
+def _make_builddeps(img: images.Image, root: Path, progress: Progress) -> Path:
     layer = root / ".builddeps"
     digest = hashlib.sha256(
         f"{BUILDDEPS_FORMAT}\n{' '.join(BUILD_PACKAGES)}\n{img.manifest.get('checksum')}".encode()
@@ -612,7 +603,15 @@ def build(
         progress(f"build {existing.label} is already there (from {tree.path})")
         return existing
     work = root / ".trees" / tree_key(tree.path)
-    with _lock(work / ".lock"):
+    # One build per tree at a time; a second waits, then finds the build made.
+    with locks.hold("build", tree_key(tree.path), locks.command_line(), wait=True):
+        again = find_build(state_dir, image, tree.name)
+        if (
+            again is not None
+            and again.manifest.get("format") == BUILD_FORMAT
+            and (again.manifest.get("image_checksum") == img.manifest.get("checksum"))
+        ):
+            return again
         return _build(state_dir, img, tree, root, work, progress, jobs or os.cpu_count() or 2)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +15,6 @@ from labctl.plan import LabPlan, make_plan
 from labctl.spec import DEFAULT_IMAGE, LabSpec
 
 DEFAULT_STATE_DIR = Path("/var/lib/labctl")
-# Locks shared by every labctl on the host, whatever its state directory.
-LOCK_DIR = Path(os.environ.get("LABCTL_LOCK_DIR", "/run/lock/labctl"))
 
 
 def labs_dir(state_dir: Path) -> Path:

@@ -138,6 +138,31 @@ def test_two_labs_at_once_do_not_disturb_each_other(labs, before):
     assert host_state() == before
 
 
+def test_two_ups_of_one_name_at_once_one_wins_the_other_says_so_and_touches_nothing(labs, before):
+    name = labs.name()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "labctl", "up", "--nodes", "1", "--no-fencing", "--name", name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    results = [(p.wait(timeout=600), p.communicate()[1]) for p in procs]
+    codes = sorted(rc for rc, _ in results)
+    # The loser is refused while the winner holds the lab's lock (6), or finds the
+    # lab there once it is done (2); either way one line, and the lab untouched.
+    assert codes[0] == 0 and codes[1] in (2, 6), results
+    loser = next(err for rc, err in results if rc != 0)
+    assert loser.strip().splitlines()[-1].startswith("labctl:"), loser
+    assert "busy" in loser or "already exists" in loser, loser
+    s = labctl_json("status", name)
+    assert [n["pacemaker"] for n in s["nodes"]] == ["Online"]  # type: ignore[index]
+    labctl("down", name)
+    assert host_state() == before
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
