@@ -921,6 +921,9 @@ def _down(name: str, state_dir: Path, fast: bool = True) -> DownReport:
     doms = all_lab_domains(name, missed)
     # Before anything is removed: an unsafe directory stops `down` with nothing done.
     lab_dirs = lab_dirs_of(name, state_dir, doms)
+    # VM domains that cannot be seen still use their disks, seeds and network:
+    # remove the containers only, keep the rest for the next `down`.
+    keep_for_vms = bool(missed) and _may_have_vms(name, state_dir, lab_dirs)
     removed: list[str] = []
     _stop_guests_cleanly(name, state_dir, doms, fast)
     for conn in _connections():
@@ -930,6 +933,12 @@ def _down(name: str, state_dir: Path, fast: bool = True) -> DownReport:
             removed += [d.name for d, ok in zip(mine, gone, strict=True) if ok]
         finally:
             conn.close()  # type: ignore[attr-defined]
+    if keep_for_vms:
+        raise HostError(
+            f"lab {name}: could not reach {missed[0]}: removed {len(removed)} container(s), "
+            "kept its VM domains, their disks, the network and the lab directory; "
+            f"`labctl down {name}` again once it answers"
+        )
     with virt.connection(virt.default_uri("lxc")) as conn:
         found_net = virt.remove_network(conn, plan.network_name(name))
         virt.remove_pool(conn, plan.network_name(name))
@@ -951,6 +960,21 @@ def _down(name: str, state_dir: Path, fast: bool = True) -> DownReport:
     if not missed:
         collect_vm_garbage(state_dir)  # the lab's VM disks may have been the last users
     return DownReport(name, sorted(removed), found_net, n_mounts, had_dir)
+
+
+def _may_have_vms(name: str, state_dir: Path, lab_dirs: set[Path]) -> bool:
+    """Lab NAME has, or may have, VM nodes: its record says so, it has a storage
+    pool, or a lab directory of it has a disks directory."""
+    try:
+        rec = state.read_record(state_dir, name)
+    except LabctlError:
+        rec = None
+    if rec is not None and rec.plan(state_dir).vm_nodes:
+        return True
+    if any((d / "disks").exists() for d in lab_dirs):
+        return True
+    with virt.connection(virt.default_uri("lxc")) as conn:
+        return name in virt.lab_pools(conn)
 
 
 def ssh_command(name: str, node: str, state_dir: Path) -> list[str]:

@@ -14,7 +14,7 @@ from labctl import images, lab, state, virt
 from labctl.errors import HostError, UsageError
 from labctl.plan import make_plan
 from labctl.spec import make_spec
-from labctl.xml import METADATA_NS
+from labctl.xml import METADATA_NS, network_xml
 
 TEST = "test:///default"
 UNREACHABLE = "qemu+unix:///system?socket=/nonexistent/labctl-test.sock"
@@ -120,3 +120,39 @@ def test_old_vm_generations_go_when_no_lab_uses_them_current_and_used_ones_stay(
     assert sorted(p.name for p in current.disk.parent.iterdir()) == sorted(
         p.name for p in (current.disk, current.kernel, current.initrd, current.recipe)
     )
+
+
+def test_down_with_qemu_unreachable_keeps_the_vm_side_fails_and_the_next_down_finishes(
+    conn, tmp_path, monkeypatch
+):
+    spec = make_spec("hv5", 1, mode="remote", backend="vm", cluster_nodes=1)
+    p = make_plan(spec, 7, tmp_path)
+    p.dir.mkdir(parents=True)
+    state.write_record(p, "up")
+    p.disks_dir.mkdir()
+    (p.disks_dir / "hv5-r1.qcow2").write_text("disk")
+    virt.create_network(conn, network_xml(p.network, p.nodes))
+    monkeypatch.setenv("LABCTL_QEMU_URI", UNREACHABLE)
+    with pytest.raises(HostError) as err:
+        lab._down("hv5", tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert UNREACHABLE in msg and "`labctl down hv5` again" in msg
+    assert (p.disks_dir / "hv5-r1.qcow2").is_file() and p.record.is_file()
+    assert "hv5" in virt.lab_networks(conn)
+    monkeypatch.setenv("LABCTL_QEMU_URI", TEST)
+    r = lab._down("hv5", tmp_path)
+    assert r.network and r.directory
+    assert not p.dir.exists() and "hv5" not in virt.lab_networks(conn)
+
+
+def test_down_of_a_container_lab_with_qemu_unreachable_still_removes_everything(
+    conn, tmp_path, monkeypatch
+):
+    p = make_plan(make_spec("hv6", 1), 8, tmp_path)
+    p.dir.mkdir(parents=True)
+    state.write_record(p, "up")
+    virt.create_network(conn, network_xml(p.network, p.nodes))
+    monkeypatch.setenv("LABCTL_QEMU_URI", UNREACHABLE)
+    r = lab._down("hv6", tmp_path)
+    assert r.network and r.directory and not p.dir.exists()
