@@ -360,6 +360,18 @@ def _layer_post(base: Path, layer: Path, name: str) -> None:
             (wants / unit).unlink(missing_ok=True)
 
 
+def replace_keeping_vm_files(new: Path, final: Path) -> None:
+    """Put directory NEW in FINAL's place, with FINAL's vm/ carried over: VM disks,
+    kernels and initrds keep their paths (a running VM's volume is backed by one,
+    its domain boots another); each has a generation name, old ones go once no lab
+    uses them."""
+    if final.exists():
+        if (final / "vm").is_dir() and not (new / "vm").exists():
+            (final / "vm").rename(new / "vm")
+        shutil.rmtree(final)
+    new.rename(final)
+
+
 def build_image(
     state_dir: Path,
     name: str = DEFAULT_IMAGE,
@@ -422,15 +434,7 @@ def build_image(
             layers[lname] = layer
         manifest = _manifest(idef, mirror, base, layers, time.monotonic() - started)
         (build / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        final = root / name
-        if final.exists():
-            # VM disks, kernels and initrds keep their paths (a running VM's volume
-            # is backed by one, its domain boots another): each generation has a
-            # name of its own, and old ones go once no lab uses them.
-            if (final / "vm").is_dir():
-                (final / "vm").rename(build / "vm")
-            shutil.rmtree(final)
-        build.rename(final)
+        replace_keeping_vm_files(build, root / name)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise

@@ -87,3 +87,20 @@ def test_remove_unused_vm_files_keeps_what_a_volume_is_backed_by(tmp_path):
         "remote-aaaaaaaaaaaa.qcow2",
     ]
     assert images.remove_unused_vm_files(tmp_path / "none", set(), set()) == []
+
+
+def test_a_rebuilt_image_or_build_keeps_the_vm_files_of_the_old_one_at_their_paths(tmp_path):
+    final, new = tmp_path / "debian12", tmp_path / ".build-debian12-1"
+    (final / "vm").mkdir(parents=True)
+    (final / "base").mkdir()
+    disk = final / "vm" / "remote-aaaaaaaaaaaa.qcow2"
+    disk.write_text("running VM's backing file")
+    (new / "base").mkdir(parents=True)
+    (new / "manifest.json").write_text("{}")
+    images.replace_keeping_vm_files(new, final)
+    assert disk.read_text() == "running VM's backing file"
+    assert (final / "manifest.json").is_file() and not new.exists()
+    fresh = tmp_path / "pcmk-x"
+    (fresh / "install").mkdir(parents=True)
+    images.replace_keeping_vm_files(fresh, tmp_path / "pcmk-y")  # nothing there before
+    assert (tmp_path / "pcmk-y" / "install").is_dir()
