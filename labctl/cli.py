@@ -425,6 +425,7 @@ def image_build(
         img = images.build_image(
             state_dir, name, mirror=mirror, progress=_reporter().emit, force=force
         )
+        lab.collect_vm_garbage(state_dir)
     except LabctlError as e:
         _fail(e)
         return
@@ -516,7 +517,7 @@ def image_rm(
             pcmkbuild.remove_build(b, used)
             out.print(f"build {b.label} removed")
             return
-        images.remove_image(state_dir, name)
+        lab.remove_image(state_dir, name)
     except LabctlError as e:
         _fail(e)
         return

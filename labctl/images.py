@@ -372,6 +372,18 @@ def _layer_post(base: Path, layer: Path, name: str) -> None:
             (wants / unit).unlink(missing_ok=True)
 
 
+def replace_keeping_vm_files(new: Path, final: Path) -> None:
+    """Put directory NEW in FINAL's place, with FINAL's vm/ carried over: VM disks,
+    kernels and initrds keep their paths (a running VM's volume is backed by one,
+    its domain boots another); each has a generation name, old ones go once no lab
+    uses them."""
+    if final.exists():
+        if (final / "vm").is_dir() and not (new / "vm").exists():
+            (final / "vm").rename(new / "vm")
+        shutil.rmtree(final)
+    new.rename(final)
+
+
 def build_image(
     state_dir: Path,
     name: str = DEFAULT_IMAGE,
@@ -454,10 +466,7 @@ def _build_image(
             layers[lname] = layer
         manifest = _manifest(idef, mirror, base, layers, time.monotonic() - started)
         (build / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        final = root / name
-        if final.exists():
-            shutil.rmtree(final)
-        build.rename(final)
+        replace_keeping_vm_files(build, root / name)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise
@@ -508,15 +517,58 @@ class VmImage:
     recipe: Path  # holds vm_recipe_digest() of the build
 
 
+def vm_key(img: Image, role_layer: str, under: Path | None = None) -> str:
+    """12 hex digits naming one generation of a VM disk: what it is made from (the
+    VM recipe, the image's build, the Pacemaker build UNDER which it lives). A new
+    build gets new file names, so a running VM's backing file is never replaced."""
+    h = hashlib.sha256(vm_recipe_digest().encode())
+    h.update(f"\n{img.manifest.get('checksum')}\n{img.manifest.get('created')}\n".encode())
+    h.update(role_layer.encode())
+    if under is not None:
+        manifest = under / "manifest.json"
+        h.update(manifest.read_bytes() if manifest.is_file() else str(under).encode())
+    return h.hexdigest()[:12]
+
+
 def vm_image_paths(img: Image, role_layer: str, under: Path | None = None) -> VmImage:
-    """Where the VM disk of ROLE_LAYER lives: in the image, or UNDER a build's directory."""
+    """Where the VM disk of ROLE_LAYER lives: in the image, or UNDER a build's directory,
+    as ROLE-KEY.qcow2 with ROLE-KEY-vmlinuz and ROLE-KEY-initrd.img beside it."""
     d = (under or img.dir) / "vm"
+    stem = f"{role_layer}-{vm_key(img, role_layer, under)}"
     return VmImage(
-        d / f"{role_layer}.qcow2",
-        d / f"{role_layer}-vmlinuz",
-        d / f"{role_layer}-initrd.img",
-        d / f"{role_layer}.recipe",
+        d / f"{stem}.qcow2",
+        d / f"{stem}-vmlinuz",
+        d / f"{stem}-initrd.img",
+        d / f"{stem}.recipe",
     )
+
+
+# A generation's files in a vm/ directory: ROLE[-KEY] (no KEY: before names had one).
+_VM_FILE_RE = re.compile(
+    r"^(?P<stem>[a-z]+(?:-[0-9a-f]{12})?)(?:\.qcow2|-vmlinuz|-initrd\.img|\.recipe|\.part)$"
+)
+
+
+def unused_vm_files(names: Sequence[str], current: set[str], used: set[str]) -> list[str]:
+    """Of the file NAMES in a vm/ directory, those of generations neither CURRENT
+    (stems a build would use now) nor USED (a file of it is used by a lab). Pure."""
+    stems = {n: m["stem"] for n in names if (m := _VM_FILE_RE.match(n))}
+    keep = current | {stems[n] for n in used if n in stems}
+    return sorted(n for n, stem in stems.items() if stem not in keep)
+
+
+def remove_unused_vm_files(vm_dir: Path, current: set[str], in_use: set[str]) -> list[Path]:
+    """Delete the old VM disk generations in VM_DIR that no path of IN_USE names."""
+    if not vm_dir.is_dir() or vm_dir.is_symlink():
+        return []
+    names = [p.name for p in vm_dir.iterdir() if p.is_file() and not p.is_symlink()]
+    real = os.path.realpath(vm_dir)
+    used = {os.path.basename(u) for u in in_use if os.path.dirname(u) == real}
+    gone = []
+    for n in unused_vm_files(names, current, used):
+        (vm_dir / n).unlink(missing_ok=True)
+        gone.append(vm_dir / n)
+    return gone
 
 
 def find_vm_image(img: Image, role_layer: str, under: Path | None = None) -> VmImage | None:
@@ -642,15 +694,20 @@ def _manifest(
     return info
 
 
-def _refuse_if_in_use(img: Image) -> None:
+def _refuse_if_in_use(img: Image, users: Sequence[str] = ()) -> None:
+    if users:
+        raise UsageError(
+            f"image {img.name!r} is in use by {', '.join(users)}: take those labs down first"
+        )
     if mounts.used_by_overlay(img.dir):
         raise UsageError(
             f"image {img.name!r} is in use by a lab: take its labs down first (`labctl down --all`)"
         )
 
 
-def remove_image(state_dir: Path, name: str) -> None:
-    """Delete image NAME unless a lab's root is still mounted over it."""
+def remove_image(state_dir: Path, name: str, users: Sequence[str] = ()) -> None:
+    """Delete image NAME unless a lab uses it: USERS (the labs using it, found by the
+    caller), or a lab's root still mounted over it."""
     if not is_image_name(name):
         raise UsageError(f"{name!r} is not an image name: `labctl image list` shows what is built")
     # A real child of the images directory, never a link out of it.
@@ -658,7 +715,7 @@ def remove_image(state_dir: Path, name: str) -> None:
     img = find_image(state_dir, name)
     if img is None:
         raise NotFoundError(f"no image {name!r}: `labctl image list` shows what is built")
-    _refuse_if_in_use(img)
+    _refuse_if_in_use(img, users)
     shutil.rmtree(img.dir)
 
 

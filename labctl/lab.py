@@ -32,7 +32,7 @@ from labctl import (
     virt,
 )
 from labctl import pacemaker as pcmk
-from labctl.errors import LabctlError, NotFoundError, UsageError
+from labctl.errors import HostError, LabctlError, NotFoundError, UsageError
 from labctl.plan import LabPlan, NodePlan
 from labctl.provision import (
     DEFAULT_DIR_MODE,
@@ -273,25 +273,92 @@ def survey(state_dir: Path) -> Survey:
     return Survey(sorted(found | recorded), sorted(mine), notes)
 
 
-def _connections() -> list[object]:
-    """A connection to each driver labctl uses; QEMU may be absent on an LXC-only host."""
+def _connections(missed: list[str] | None = None) -> list[object]:
+    """A connection to each driver labctl uses; QEMU may be absent on an LXC-only host
+    (then MISSED, if given, gets one line saying what could not be reached)."""
     conns: list[object] = [virt.connect(virt.default_uri("lxc"))]
     if virt.default_uri("vm") == virt.default_uri("lxc"):
         return conns  # one driver for both (a test driver): list its domains once
-    qemu = virt.try_connect(virt.default_uri("vm"))
+    qemu, why = virt.open_or_why(virt.default_uri("vm"))
     if qemu is not None:
         conns.append(qemu)
+    elif missed is not None:
+        missed.append(f"the QEMU driver at {virt.default_uri('vm')} ({why})")
     return conns
 
 
-def all_lab_domains(lab: str | None) -> list[virt.DomainInfo]:
+def all_lab_domains(lab: str | None, missed: list[str] | None = None) -> list[virt.DomainInfo]:
     out = []
-    for conn in _connections():
+    for conn in _connections(missed):
         try:
             out += virt.lab_domains(conn, lab)  # type: ignore[arg-type]
         finally:
             conn.close()  # type: ignore[attr-defined]
     return out
+
+
+def vm_files_in_use() -> dict[str, set[str]] | None:
+    """Files QEMU domains and lab volumes use -> their labs; None: QEMU unreachable."""
+    conn, _why = virt.open_or_why(virt.default_uri("vm"))
+    if conn is None:
+        return None
+    try:
+        return virt.files_in_use(conn)
+    finally:
+        conn.close()
+
+
+def collect_vm_garbage(state_dir: Path) -> list[Path]:
+    """Delete old VM disk generations (of the images and builds of STATE_DIR) that
+    no domain or volume uses; nothing when QEMU cannot be asked what it uses."""
+    used = vm_files_in_use()
+    if used is None:
+        return []
+    gone: list[Path] = []
+    builds = pcmkbuild.list_builds(state_dir)
+    for img in images.list_images(state_dir):
+        roles = [r for r in img.manifest.get("layers", {}) if r != "base"]
+        unders = [None, *(b.dir for b in builds if b.image == img.name)]
+        for under in unders:
+            current = {f"{r}-{images.vm_key(img, r, under)}" for r in roles}
+            gone += images.remove_unused_vm_files((under or img.dir) / "vm", current, set(used))
+    return gone
+
+
+def image_users(state_dir: Path, img: images.Image) -> list[str]:
+    """Labs using image IMG: recorded with it, mounted over it, or a VM backed by or
+    booting one of its files. Refuses (HostError) when QEMU cannot be asked."""
+    users = set()
+    for n in state.recorded_labs(state_dir):
+        try:
+            rec = state.read_record(state_dir, n)
+        except LabctlError:
+            continue
+        if rec is not None and rec.spec.image == img.name:
+            users.add(n)
+    labs = os.path.realpath(state.labs_dir(state_dir))
+    for target in mounts.overlay_targets_over(img.dir):
+        rel = os.path.relpath(target, labs)
+        users.add(rel.split("/")[0] if not rel.startswith("..") else f"a lab mounted at {target}")
+    vm_dir = img.dir / "vm"
+    if vm_dir.is_dir() and any(vm_dir.iterdir()):
+        used = vm_files_in_use()
+        if used is None:
+            raise HostError(
+                f"cannot tell whether a VM uses image {img.name!r}: the QEMU driver at "
+                f"{virt.default_uri('vm')} does not answer"
+            )
+        real = os.path.realpath(img.dir)
+        for path, who in used.items():
+            if safety.is_under(path, real):
+                users |= who
+    return sorted(users)
+
+
+def remove_image(state_dir: Path, name: str) -> None:
+    """`image rm NAME`: refused while a lab uses it, naming the labs."""
+    img = images.find_image(state_dir, name) if images.is_image_name(name) else None
+    images.remove_image(state_dir, name, image_users(state_dir, img) if img else ())
 
 
 # ---------------------------------------------------------------- up
@@ -384,6 +451,7 @@ def _up(
                         images.build_vm_image(
                             image, layer, reporter.emit, lowers(None, build, layer), vm_dir(build)
                         )
+                    collect_vm_garbage(state_dir)
             try:
                 # 0711: QEMU (running as libvirt-qemu) must reach the VM disks
                 # below; the secrets in here are 0600 files in 0700 directories.
@@ -889,9 +957,13 @@ def lab_dirs_of(name: str, state_dir: Path, doms: list[virt.DomainInfo]) -> set[
 
 def _down(name: str, state_dir: Path, fast: bool = True) -> DownReport:
     validate_name(name)  # also for names read back from libvirt: never a path of its own
-    doms = all_lab_domains(name)
+    missed: list[str] = []
+    doms = all_lab_domains(name, missed)
     # Before anything is removed: an unsafe directory stops `down` with nothing done.
     lab_dirs = lab_dirs_of(name, state_dir, doms)
+    # VM domains that cannot be seen still use their disks, seeds and network:
+    # remove the containers only, keep the rest for the next `down`.
+    keep_for_vms = bool(missed) and _may_have_vms(name, state_dir, lab_dirs)
     removed: list[str] = []
     _stop_guests_cleanly(name, state_dir, doms, fast)
     for conn in _connections():
@@ -901,6 +973,12 @@ def _down(name: str, state_dir: Path, fast: bool = True) -> DownReport:
             removed += [d.name for d, ok in zip(mine, gone, strict=True) if ok]
         finally:
             conn.close()  # type: ignore[attr-defined]
+    if keep_for_vms:
+        raise HostError(
+            f"lab {name}: could not reach {missed[0]}: removed {len(removed)} container(s), "
+            "kept its VM domains, their disks, the network and the lab directory; "
+            f"`labctl down {name}` again once it answers"
+        )
     with virt.connection(virt.default_uri("lxc")) as conn:
         found_net = virt.remove_network(conn, plan.network_name(name))
         virt.remove_pool(conn, plan.network_name(name))
@@ -919,7 +997,24 @@ def _down(name: str, state_dir: Path, fast: bool = True) -> DownReport:
         if d.exists():
             had_dir = True
             shutil.rmtree(d)
+    if not missed:
+        collect_vm_garbage(state_dir)  # the lab's VM disks may have been the last users
     return DownReport(name, sorted(removed), found_net, n_mounts, had_dir)
+
+
+def _may_have_vms(name: str, state_dir: Path, lab_dirs: set[Path]) -> bool:
+    """Lab NAME has, or may have, VM nodes: its record says so, it has a storage
+    pool, or a lab directory of it has a disks directory."""
+    try:
+        rec = state.read_record(state_dir, name)
+    except LabctlError:
+        rec = None
+    if rec is not None and rec.plan(state_dir).vm_nodes:
+        return True
+    if any((d / "disks").exists() for d in lab_dirs):
+        return True
+    with virt.connection(virt.default_uri("lxc")) as conn:
+        return name in virt.lab_pools(conn)
 
 
 def ssh_command(name: str, node: str, state_dir: Path) -> list[str]:

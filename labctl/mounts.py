@@ -76,6 +76,25 @@ def used_by_overlay(directory: Path, entries: list[MountEntry] | None = None) ->
     return any(is_under(d, real) for d in overlay_lowerdirs(entries))
 
 
+def overlay_targets_over(directory: Path, entries: list[MountEntry] | None = None) -> list[str]:
+    """Targets of the overlay mounts with a lower directory at or below DIRECTORY."""
+    entries = current_mounts() if entries is None else entries
+    real = os.path.realpath(directory)
+    return sorted(
+        {
+            e.target
+            for e in entries
+            if e.fstype == "overlay"
+            and any(
+                is_under(d, real)
+                for opt in e.options.split(",")
+                if opt.startswith("lowerdir=")
+                for d in opt[len("lowerdir=") :].split(":")
+            )
+        }
+    )
+
+
 def mount_overlay(lowers: list[Path], upper: Path, work: Path, target: Path) -> None:
     """Mount an overlay of LOWERS (top first) with UPPER at TARGET."""
     for d in (upper, work, target):

@@ -681,9 +681,7 @@ def _build(
             "log": str(log),
         }
         (part / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        part.rename(final)
+        images.replace_keeping_vm_files(part, final)  # a lab's VMs may use them
     except BaseException:
         shutil.rmtree(part, ignore_errors=True)
         raise

@@ -376,7 +376,47 @@ def lab_pools(conn: libvirt.virConnect) -> dict[str, str]:
 
 def try_connect(uri: str) -> libvirt.virConnect | None:
     """A connection to URI, or None where that driver is not there at all."""
+    return open_or_why(uri)[0]
+
+
+def open_or_why(uri: str) -> tuple[libvirt.virConnect | None, str]:
+    """A connection to URI, or None and what libvirt said."""
     try:
-        return libvirt.open(uri)
-    except libvirt.libvirtError:
-        return None
+        return libvirt.open(uri), ""
+    except libvirt.libvirtError as e:
+        return None, e.get_error_message() or "no answer"
+
+
+def files_in_use(conn: libvirt.virConnect) -> dict[str, set[str]]:
+    """Files (real paths) that CONN's domains boot or read, and its storage volumes
+    are backed by -> who uses each: a lab's name, or `domain X` / `pool X`."""
+    used: dict[str, set[str]] = {}
+
+    def add(path: str | None, who: str) -> None:
+        if path:
+            used.setdefault(os.path.realpath(path), set()).add(who)
+
+    for dom in conn.listAllDomains():
+        try:
+            doc = etree.fromstring(dom.XMLDesc(0).encode())
+        except libvirt.libvirtError:
+            continue  # vanished while we looked
+        meta = domain_meta(dom)
+        who = meta.lab if meta else f"domain {dom.name()}"
+        for el in doc.iter("kernel", "initrd"):
+            add(el.text, who)
+        for el in doc.iter("source"):
+            add(el.get("file"), who)
+    for pool in conn.listAllStoragePools():
+        who = lab_of_network(pool.name()) or f"pool {pool.name()}"
+        try:
+            if not pool.isActive():
+                continue
+            for vol in pool.listAllVolumes():
+                doc = etree.fromstring(vol.XMLDesc(0).encode())
+                add(vol.path(), who)
+                for el in doc.iter("backingStore"):
+                    add(el.findtext("path"), who)
+        except libvirt.libvirtError:
+            continue
+    return used
