@@ -593,26 +593,24 @@ def build(
         img = images.build_image(state_dir, image, mirror=mirror, progress=progress)
     root = builds_dir(state_dir, image)
     existing = find_build(state_dir, image, tree.name)
-    # A build made over an older image is made again: its libraries were those of
-    # that image (which no running lab still uses, or it could not have changed).
-    if (
-        existing is not None
-        and existing.manifest.get("image_checksum") == img.manifest.get("checksum")
-        and existing.manifest.get("format") == BUILD_FORMAT
-    ):
+    if existing is not None and _current(existing, img):
         progress(f"build {existing.label} is already there (from {tree.path})")
         return existing
     work = root / ".trees" / tree_key(tree.path)
     # One build per tree at a time; a second waits, then finds the build made.
     with locks.hold("build", tree_key(tree.path), locks.command_line(), wait=True):
         again = find_build(state_dir, image, tree.name)
-        if (
-            again is not None
-            and again.manifest.get("format") == BUILD_FORMAT
-            and (again.manifest.get("image_checksum") == img.manifest.get("checksum"))
-        ):
+        if again is not None and _current(again, img):
             return again
         return _build(state_dir, img, tree, root, work, progress, jobs or os.cpu_count() or 2)
+
+
+def _current(b: Build, img: images.Image) -> bool:
+    """B can be used as it is: made by this build format over IMG as it is now. A
+    build made over an older image is made again: its libraries were that image's."""
+    return b.manifest.get("format") == BUILD_FORMAT and b.manifest.get(
+        "image_checksum"
+    ) == img.manifest.get("checksum")
 
 
 def _build(
