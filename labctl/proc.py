@@ -44,21 +44,15 @@ def run(
     past TIMEOUT seconds kill it and everything it started (CommandTimeout);
     a non-zero exit is a CommandError if CHECK. NAME: what messages call it."""
     shown = name or describe(argv)
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=stdout if stdout is not None else subprocess.PIPE,
-            stderr=subprocess.STDOUT if stdout is not None else subprocess.PIPE,
-            text=True,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-        )
-    except FileNotFoundError:
-        raise HostError(
-            f"{where}: {argv[0]} is not installed: `labctl host check` says what to install"
-        ) from None
+    proc = _start(
+        argv,
+        where,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=stdout if stdout is not None else subprocess.PIPE,
+        stderr=subprocess.STDOUT if stdout is not None else subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+    )
     try:
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -75,6 +69,34 @@ def run(
     return result
 
 
+def _start(
+    argv: list[str],
+    where: str,
+    *,
+    stdin: int | IO,
+    stdout: int | IO,
+    stderr: int | IO,
+    cwd: Path | None,
+    env: Mapping[str, str] | None,
+) -> subprocess.Popen[str]:
+    """ARGV started in a session of its own (so that a timeout can end its whole group)."""
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise HostError(
+            f"{where}: {argv[0]} is not installed: `labctl host check` says what to install"
+        ) from None
+
+
 def stream(
     argv: list[str],
     *,
@@ -89,21 +111,15 @@ def stream(
     comes; return its exit status. Past TIMEOUT seconds it and everything it started
     are killed (CommandTimeout), even while it prints nothing."""
     shown = name or describe(argv)
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-        )
-    except FileNotFoundError:
-        raise HostError(
-            f"{where}: {argv[0]} is not installed: `labctl host check` says what to install"
-        ) from None
+    proc = _start(
+        argv,
+        where,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env=env,
+    )
     expired = threading.Event()
 
     def expire() -> None:
