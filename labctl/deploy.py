@@ -83,7 +83,7 @@ def _deploy(
             lab.configure_cluster(p, c)
             lab.register_others(p, c)
             stack.delete_property(c, "maintenance-mode")
-    lab.parallel(_mark_formed, [(p, n) for n in p.cluster_nodes])
+    lab.parallel(partial(lab.mark_formed, p), list(p.cluster_nodes))
     with reporter.phase("all online"), lab.connect(p, p.cluster_nodes[0]) as c:
         stack.wait_online(c, {n.name: n.role for n in p.nodes})
     return lab.status(name, state_dir)
@@ -176,9 +176,3 @@ def _start_cluster_node(item: tuple[LabPlan, NodePlan]) -> None:
     with lab.connect(p, node) as c:
         # Enabled at boot already, unless a CTS run left them disabled.
         c.run("systemctl enable --now corosync.service pacemaker.service")
-
-
-def _mark_formed(item: tuple[LabPlan, NodePlan]) -> None:
-    p, node = item
-    with lab.connect(p, node) as c:
-        c.run(f"mkdir -p /etc/labctl && touch {provision.FORMED_MARKER}")

@@ -163,17 +163,8 @@ def status(name: str, state_dir: Path) -> LabStatus:
                 source=v.source,
             )
         )
-    kinds = {(n.version, n.build, n.source) for n in nodes if n.version}
-    if len(kinds) > 1:
-        notes.append(
-            "nodes disagree on their Pacemaker: "
-            + "; ".join(
-                f"{ver} ({bld}, {src}) on "
-                + ", ".join(n.name for n in nodes if (n.version, n.build, n.source) == k)
-                for k in sorted(kinds)
-                for ver, bld, src in [k]
-            )
-        )
+    if disagreement := pacemaker_disagreement(nodes):
+        notes.append(disagreement)
     fencing = ""
     if view is not None:
         fencing = "enabled" if view.stonith_enabled else "not configured (stonith-enabled=false)"
@@ -196,6 +187,19 @@ def status(name: str, state_dir: Path) -> LabStatus:
         notes=notes,
         pacemaker_build=rec.build or "",
         pacemaker_tree=rec.spec.pacemaker or "",
+    )
+
+
+def pacemaker_disagreement(nodes: list[NodeStatus]) -> str:
+    """A note when the nodes that answered report different Pacemakers, else ""; pure."""
+    groups: dict[str, list[str]] = {}
+    for n in nodes:
+        if n.version:
+            groups.setdefault(f"{n.version} ({n.build}, {n.source})", []).append(n.name)
+    if len(groups) < 2:
+        return ""
+    return "nodes disagree on their Pacemaker: " + "; ".join(
+        f"{kind} on {', '.join(names)}" for kind, names in sorted(groups.items())
     )
 
 
@@ -735,15 +739,17 @@ def start_pacemaker(p: LabPlan, reporter: Reporter, conns: Conns) -> pcmk.Cluste
         with reporter.phase("remote/guest nodes prepared"):
             others_ready.result()
 
-    def mark_formed(node: NodePlan) -> None:
-        with connect(p, node) as c:
-            c.run(f"mkdir -p /etc/labctl && touch {FORMED_MARKER}")
-
-    parallel(mark_formed, cluster)
+    parallel(partial(mark_formed, p), cluster)
 
     with reporter.phase("all online"), connect(p, cluster[0]) as c:
         register_others(p, c)
         return stack.wait_online(c, {n.name: n.role for n in p.nodes})
+
+
+def mark_formed(p: LabPlan, node: NodePlan) -> None:
+    """The marker that makes corosync's first start after a boot (a fence) wait."""
+    with connect(p, node) as c:
+        c.run(f"mkdir -p /etc/labctl && touch {FORMED_MARKER}")
 
 
 def configure_cluster(p: LabPlan, c: ssh.Connection) -> None:

@@ -177,3 +177,20 @@ def test_node_version_parses_crm_mon_and_labctls_marker():
     own = pcmk.parse_node_version(xml + "@@labctl@@\n" + mark)
     assert own.source == "pcmk-2.1.5-a3f44794f9-t0011223344"
     assert pcmk.parse_node_version("crm_mon: not found\n@@labctl@@\n").version == ""
+
+
+def test_status_notes_nodes_that_disagree_on_their_pacemaker():
+    from labctl.lab import NodeStatus, pacemaker_disagreement
+
+    def node(name: str, source: str, version: str = "2.1.5") -> NodeStatus:
+        return NodeStatus(
+            name, "cluster", "", "running", version=version, build="a3f4", source=source
+        )
+
+    same = [node("l-c1", "pcmk-x"), node("l-c2", "pcmk-x"), node("l-r1", "", version="")]
+    assert pacemaker_disagreement(same) == ""  # a node that did not answer says nothing
+    mixed = [node("l-c1", "pcmk-x"), node("l-c2", "distribution"), node("l-c3", "pcmk-x")]
+    assert pacemaker_disagreement(mixed) == (
+        "nodes disagree on their Pacemaker: 2.1.5 (a3f4, distribution) on l-c2; "
+        "2.1.5 (a3f4, pcmk-x) on l-c1, l-c3"
+    )
