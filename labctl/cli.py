@@ -34,7 +34,13 @@ from labctl import (
 )
 from labctl import ssh as ssh_module
 from labctl.errors import CommandTimeout, HostError, LabctlError
-from labctl.spec import DEFAULT_CLUSTER_NODES, MAX_NODES, make_spec, validate_name
+from labctl.spec import (
+    DEFAULT_CLUSTER_NODES,
+    MAX_CLUSTER_NODES,
+    MAX_OTHER_NODES,
+    make_spec,
+    validate_name,
+)
 from labctl.state import DEFAULT_STATE_DIR
 
 
@@ -188,7 +194,10 @@ def up(
     nodes: Annotated[
         int,
         typer.Option(
-            "--nodes", "-n", help=f"Nodes (cluster mode) or remote/guest nodes (1-{MAX_NODES})."
+            "--nodes",
+            "-n",
+            help=f"Cluster nodes (cluster mode, 1-{MAX_CLUSTER_NODES}) or remote/guest nodes "
+            f"(1-{MAX_OTHER_NODES}); the host's memory and limits may allow fewer.",
         ),
     ] = 3,
     name: Annotated[str, typer.Option("--name", help="Lab name: a host name label.")] = "lab",

@@ -15,8 +15,30 @@ SUPERNET = ipaddress.IPv4Network("10.213.0.0/16")
 NETWORK_PREFIX = "labctl-"
 BRIDGE_PREFIX = "lcbr"
 CLUSTER_HOST_BASE = 10  # cluster node i gets .10+i
-OTHER_HOST_BASE = 30  # remote/guest node i gets .30+i
-CTS_IP_BASE = 200  # first address CTS may use for its IPaddr resources
+OTHER_HOST_BASE = 30  # remote/guest node i gets .30+i (.50+i past 19 cluster nodes)
+CTS_IP_RESERVE = 55  # the subnet's last addresses, for CTS's IPaddr resources (.200 up in a /24)
+LAB_PREFIXES = (24, 23, 22)  # a lab takes the smallest of these its nodes fit in
+
+
+def other_host_base(cluster_nodes: int) -> int:
+    return OTHER_HOST_BASE if CLUSTER_HOST_BASE + cluster_nodes < OTHER_HOST_BASE else 50
+
+
+def other_capacity(prefix: int, cluster_nodes: int) -> int:
+    """How many remote or guest nodes a lab subnet of PREFIX holds."""
+    first_cts = 2 ** (32 - prefix) - 1 - CTS_IP_RESERVE
+    return first_cts - 1 - other_host_base(cluster_nodes)
+
+
+def lab_prefix(spec: LabSpec) -> int:
+    """The smallest subnet (largest prefix) that holds SPEC's nodes."""
+    if spec.mode == "cluster":
+        return LAB_PREFIXES[0]
+    for prefix in LAB_PREFIXES:
+        if spec.nodes <= other_capacity(prefix, spec.cluster_nodes):
+            return prefix
+    raise UsageError(f"{spec.nodes} {spec.mode} nodes do not fit in one lab's subnet")
+
 
 ROLE_LETTER: dict[str, str] = {"cluster": "c", "remote": "r", "guest": "g"}
 ROLE_LAYER: dict[str, str] = {"cluster": "cluster", "remote": "remote", "guest": "remote"}
@@ -36,7 +58,7 @@ class NetworkPlan:
 
     @property
     def cts_ip_base(self) -> ipaddress.IPv4Address:
-        return self.subnet.network_address + CTS_IP_BASE
+        return self.subnet.broadcast_address - CTS_IP_RESERVE
 
 
 @dataclass(frozen=True)
@@ -140,25 +162,31 @@ def lab_of_network(name: str) -> str | None:
     return name[len(NETWORK_PREFIX) :] if name.startswith(NETWORK_PREFIX) else None
 
 
-def pick_subnet_index(used: Iterable[ipaddress.IPv4Network]) -> int:
-    """Lowest /24 of SUPERNET that overlaps none of USED (host routes, other networks)."""
+def pick_subnet_index(used: Iterable[ipaddress.IPv4Network], prefix: int = 24) -> int:
+    """The /24 index in SUPERNET where the lowest free subnet of PREFIX starts: one
+    that overlaps none of USED (host routes, other networks)."""
     used = list(used)
-    for index, subnet in enumerate(SUPERNET.subnets(new_prefix=24)):
-        if index == 0:
-            continue  # keep .0.0/24 out: too easy to confuse with a network address
+    per = 2 ** (24 - prefix)
+    for i, subnet in enumerate(SUPERNET.subnets(new_prefix=prefix)):
+        if i == 0:
+            continue  # keep .0.0 out: too easy to confuse with a network address
         if not any(subnet.overlaps(u) for u in used):
-            return index
-    raise UsageError(f"no free /24 left in {SUPERNET}: take some labs down first")
+            return i * per
+    raise UsageError(f"no free /{prefix} left in {SUPERNET}: take some labs down first")
+
+
+def lab_subnet(index: int, prefix: int) -> ipaddress.IPv4Network:
+    return list(SUPERNET.subnets(new_prefix=24))[index].supernet(new_prefix=prefix)
 
 
 def node_mac(index: int, host: int) -> str:
     """A locally administered MAC (QEMU/KVM OUI) unique per lab subnet and host number."""
-    return f"52:54:00:d5:{index:02x}:{host:02x}"
+    return f"52:54:00:{0xD5 + (host >> 8):02x}:{index:02x}:{host & 0xFF:02x}"
 
 
 def make_plan(spec: LabSpec, subnet_index: int, state_dir: Path) -> LabPlan:
     """The full, deterministic layout of a lab: same inputs, same plan."""
-    subnet = list(SUPERNET.subnets(new_prefix=24))[subnet_index]
+    subnet = lab_subnet(subnet_index, lab_prefix(spec))
     network = NetworkPlan(
         name=network_name(spec.name),
         bridge=f"{BRIDGE_PREFIX}{subnet_index}",
@@ -172,7 +200,7 @@ def make_plan(spec: LabSpec, subnet_index: int, state_dir: Path) -> LabPlan:
         roles.append(("cluster", spec.nodes, CLUSTER_HOST_BASE))
     else:
         roles.append(("cluster", spec.cluster_nodes, CLUSTER_HOST_BASE))
-        roles.append((spec.mode, spec.nodes, OTHER_HOST_BASE))
+        roles.append((spec.mode, spec.nodes, other_host_base(spec.cluster_nodes)))
     nodes = []
     for role, count, base in roles:
         # With --backend vm, remote and guest nodes are VMs and the cluster nodes

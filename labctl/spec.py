@@ -18,10 +18,11 @@ Role = Literal["cluster", "remote", "guest"]
 MODES: tuple[str, ...] = get_args(Mode)
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
-# A lab lives on one /24; .10 up to .99 are node addresses, the rest stays free
-# for the gateway, CTS's test IPs and users' floating addresses.
-MAX_NODES = 64
-MAX_CLUSTER_NODES = 16  # corosync/knet handles more, but a lab on one host gains nothing
+# A lab lives on a /24, or a /23 or /22 when its nodes need it (plan.lab_prefix);
+# the end of the subnet stays free for CTS's test IPs and users' addresses.
+# What really bounds a lab is the host: `up` checks its memory and kernel limits.
+MAX_OTHER_NODES = 900  # remote or guest nodes: what a /22 holds (plan.other_capacity)
+MAX_CLUSTER_NODES = 32  # corosync/knet handles more; past this a lab on one host gains nothing
 DEFAULT_CLUSTER_NODES = 2  # remote/guest labs: the smallest cluster that can fail over
 DEFAULT_IMAGE = "debian12"
 MAX_NAME = 20  # so that "NAME-g64" stays a short host name and a short domain name
@@ -118,8 +119,11 @@ def make_spec(
         k = DEFAULT_CLUSTER_NODES if cluster_nodes is None else cluster_nodes
         if not 1 <= k <= MAX_CLUSTER_NODES:
             raise UsageError(f"--cluster-nodes must be between 1 and {MAX_CLUSTER_NODES} (got {k})")
-    if nodes + k > MAX_NODES:
-        raise UsageError(f"a lab holds at most {MAX_NODES} nodes in all (asked for {nodes + k})")
+    if mode != "cluster" and nodes > MAX_OTHER_NODES:
+        raise UsageError(
+            f"--nodes {nodes} is above {MAX_OTHER_NODES} {mode} nodes, what one lab's subnet holds: "
+            "split it into several labs"
+        )
     if memory_mib < 128:
         raise UsageError(f"--memory must be at least 128 MiB (got {memory_mib})")
     if not 1 <= vcpus <= 64:

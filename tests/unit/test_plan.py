@@ -45,12 +45,42 @@ def test_plan_is_deterministic():
     assert make_plan(spec, 7, STATE) == make_plan(spec, 7, STATE)
 
 
-def test_largest_lab_fits_below_the_cts_addresses():
-    p = make_plan(make_spec("big", 48, mode="guest", cluster_nodes=16), 2, STATE)
-    assert len(p.nodes) == 64
-    assert len({n.ip for n in p.nodes}) == 64
-    assert len({n.mac for n in p.nodes}) == 64
+@pytest.mark.parametrize(
+    ("others", "cluster", "prefix"),
+    [(169, 2, 24), (170, 2, 23), (200, 2, 23), (425, 2, 23), (426, 2, 22), (900, 32, 22)],
+)
+def test_a_lab_takes_the_smallest_subnet_its_nodes_fit_in_below_the_cts_addresses(
+    others, cluster, prefix
+):
+    p = make_plan(make_spec("big", others, mode="guest", cluster_nodes=cluster), 4, STATE)
+    assert p.network.subnet.prefixlen == prefix
+    assert p.network.subnet.network_address == ipaddress.ip_address("10.213.4.0")
+    n = others + cluster
+    assert len(p.nodes) == n
+    assert len({n.ip for n in p.nodes}) == n
+    assert len({n.mac for n in p.nodes}) == n
+    assert all(n.ip in p.network.subnet and n.ip != p.network.gateway for n in p.nodes)
     assert max(int(n.ip) for n in p.nodes) < int(p.network.cts_ip_base)
+    assert int(p.network.subnet.broadcast_address) - int(p.network.cts_ip_base) == 55
+
+
+def test_small_labs_keep_the_addresses_and_macs_they_always_had():
+    p = make_plan(make_spec("demo", 3, mode="guest"), 7, STATE)
+    assert [str(n.ip) for n in p.nodes][:3] == ["10.213.7.11", "10.213.7.12", "10.213.7.31"]
+    assert p.nodes[2].mac == "52:54:00:d5:07:1f"
+    assert str(p.network.cts_ip_base) == "10.213.7.200"
+
+
+def test_thirty_two_cluster_nodes_and_guests_do_not_overlap():
+    p = make_plan(make_spec("c", 5, mode="guest", cluster_nodes=32), 1, STATE)
+    assert len({n.ip for n in p.nodes}) == 37
+
+
+def test_a_big_lab_gets_an_aligned_subnet_that_overlaps_nothing_in_use():
+    used = [ipaddress.ip_network("10.213.1.0/24"), ipaddress.ip_network("10.213.2.0/24")]
+    assert pick_subnet_index(used, 23) == 4
+    assert pick_subnet_index(used, 22) == 4
+    assert pick_subnet_index([ipaddress.ip_network("10.213.5.0/24")], 22) == 8
 
 
 def test_pick_subnet_skips_used_networks_and_host_routes():

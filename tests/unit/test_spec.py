@@ -1,7 +1,13 @@
 import pytest
 
 from labctl.errors import UsageError
-from labctl.spec import DEFAULT_CLUSTER_NODES, MAX_NODES, make_spec, validate_name
+from labctl.spec import (
+    DEFAULT_CLUSTER_NODES,
+    MAX_CLUSTER_NODES,
+    MAX_OTHER_NODES,
+    make_spec,
+    validate_name,
+)
 
 
 def test_cluster_mode_has_no_extra_cluster_nodes():
@@ -22,14 +28,20 @@ def test_node_count_below_one_is_refused(nodes):
         make_spec("demo", nodes)
 
 
-def test_node_count_above_limit_is_refused():
-    with pytest.raises(UsageError, match=f"at most {MAX_NODES}"):
-        make_spec("demo", MAX_NODES, mode="guest")
+def test_node_count_above_what_a_subnet_holds_is_refused():
+    assert make_spec("demo", MAX_OTHER_NODES, mode="guest").nodes == MAX_OTHER_NODES
+    with pytest.raises(UsageError, match=f"above {MAX_OTHER_NODES} guest nodes"):
+        make_spec("demo", MAX_OTHER_NODES + 1, mode="guest")
+
+
+def test_limits_are_at_least_what_the_scale_issue_asks():
+    assert MAX_OTHER_NODES >= 200 and MAX_CLUSTER_NODES >= 32
+    assert make_spec("demo", 32).nodes == 32
 
 
 def test_big_cluster_mode_points_to_remote_or_guest():
     with pytest.raises(UsageError, match="--mode remote"):
-        make_spec("demo", 17)
+        make_spec("demo", MAX_CLUSTER_NODES + 1)
 
 
 @pytest.mark.parametrize("name", ["Demo", "1lab", "lab-", "la_b", "a.b", "x" * 21, "", "lab x"])
