@@ -291,7 +291,14 @@ def remove_domain(conn: libvirt.virConnect, name: str, kill_init: bool = False) 
         dom = _lookup(conn.lookupByName, name)
         if dom is None:
             return False
-        active, kind = dom.isActive(), conn.getType()
+        kind = conn.getType()
+        try:
+            active = dom.isActive()
+        except libvirt.libvirtError as e:
+            # A transient guest the cluster stopped just now is gone already.
+            if _no_such(e):
+                return False
+            raise
     if kill_init and active and kind == "LXC":
         # A container's systemd ignores SIGTERM, so libvirt's destroy would wait
         # ~1-2 s before its SIGKILL; killing init from the host ends the whole
