@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from labctl import (
+    capacity,
     cloudimage,
     cloudinit,
     fencing,
@@ -412,6 +413,8 @@ def _up(
     reporter = reporter or Reporter()
     host.require_root("labctl up")
     images.image_def(spec.image)
+    # Memory and shared kernel limits: refused before anything is made or built.
+    capacity.check(plan.make_plan(spec, 1, state_dir))
     conns = Conns({spec.backend})
     try:
         conn = conns["lxc"]
@@ -446,7 +449,9 @@ def _up(
         # Two labctl runs must not pick the same subnet: hold a host-wide lock
         # from the choice until the network holding it exists.
         with _allocation_lock(state_dir):
-            index = plan.pick_subnet_index(virt.network_subnets(conn) + host.host_subnets())
+            index = plan.pick_subnet_index(
+                virt.network_subnets(conn) + host.host_subnets(), plan.lab_prefix(spec)
+            )
             p = plan.make_plan(spec, index, state_dir)
             vm_layers = sorted({n.layer for n in p.vm_nodes}) if cloud is None else []
             for layer in vm_layers:
@@ -762,6 +767,8 @@ def configure_cluster(p: LabPlan, c: ssh.Connection) -> None:
 
 def register_others(p: LabPlan, c: ssh.Connection) -> None:
     """The resources that join remote and guest nodes to the cluster; idempotent."""
+    resources, constraints = [], []
+    cluster = [n.name for n in p.cluster_nodes]
     for node in p.nodes:
         if node.role == "remote":
             rsc = pcmk.remote_primitive(node, p.spec.remote_port)
@@ -773,9 +780,12 @@ def register_others(p: LabPlan, c: ssh.Connection) -> None:
                 port=p.spec.remote_port,
                 force_stop=node.backend == "lxc",
             )
+            constraints += [pcmk.to_text(x) for x in pcmk.no_discovery(rsc.get("id"), cluster)]
         else:
             continue
-        stack.create_resource(c, pcmk.to_text(rsc))
+        resources.append(pcmk.to_text(rsc))
+    stack.create_many(c, resources)
+    stack.create_many(c, constraints, scope="constraints")
 
 
 def rotate_authkey(name: str, state_dir: Path, reporter: Reporter | None = None) -> None:
