@@ -146,7 +146,7 @@ def test_only_cluster_nodes_of_guest_labs_reach_the_host_libvirtd():
 
 
 @pytest.mark.parametrize("mode", ["remote", "guest"])
-def test_every_pacemaker_daemon_gets_a_pinned_malloc_trim_threshold(mode):
+def test_cluster_daemons_get_a_pinned_malloc_trim_threshold(mode):
     p = make_plan(make_spec("demo", 1, mode=mode), 1, Path("/s"))
     dropins = {}
     for node in p.nodes:
@@ -168,6 +168,5 @@ def test_every_pacemaker_daemon_gets_a_pinned_malloc_trim_threshold(mode):
                 unit = f.path.split("/")[-2].removesuffix(".d")
                 dropins.setdefault(node.role, set()).add(unit)
     assert dropins == {
-        "cluster": {"corosync.service", "pacemaker.service", "pacemaker_remote.service"},
-        mode: {"pacemaker_remote.service"},
+        "cluster": {"corosync.service", "pacemaker.service"},
     }
