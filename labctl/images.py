@@ -116,6 +116,9 @@ MASKED_UNITS = (
     "fstrim.timer",
     "systemd-timesyncd.service",
     "getty@tty1.service",
+    # A container's /dev/console login prompt: root has no password, nobody can
+    # log in there (a VM's serial-getty@ttyS0 is another unit and stays).
+    "console-getty.service",
     "systemd-logind.service",
     "dpkg-db-backup.timer",
     "logd.service",  # cluster-glue's logger, pulled in by resource-agents; journald suffices

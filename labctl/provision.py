@@ -27,6 +27,18 @@ then sleep {REJOIN_DELAY_S}; fi; touch /run/labctl-booted'
 TimeoutStartSec=120
 """
 
+# glibc raises its heap trim threshold to twice the largest block it has freed
+# back to mmap; after start-up the daemons then keep megabytes of freed heap
+# resident for good. Pinned at glibc's own default (128 KiB), an idle cluster
+# node's corosync and Pacemaker daemons hold about 12 MiB less, for a few more
+# brk/mmap calls. The allocator's behaviour is otherwise the same.
+MALLOC_DROPIN = "labctl-malloc.conf"
+MALLOC_ENV = """[Service]
+Environment=MALLOC_TRIM_THRESHOLD_=131072
+"""
+# Not pacemaker_remote: measured, pacemaker-remoted's heap is the same either way.
+MALLOC_UNITS = ("corosync.service", "pacemaker.service")
+
 
 def drives_guests(plan: LabPlan, node: NodePlan) -> bool:
     """Cluster nodes of a guest lab run VirtualDomain against the host's libvirtd."""
@@ -102,6 +114,10 @@ def node_files(
     ]
     if node.role == "cluster":
         files.append(NodeFile(COROSYNC_DROPIN, COROSYNC_AFTER_FENCING.encode()))
+        files += [
+            NodeFile(f"/etc/systemd/system/{unit}.d/{MALLOC_DROPIN}", MALLOC_ENV.encode())
+            for unit in MALLOC_UNITS
+        ]
     if drives_guests(plan, node):
         # virsh inside the node then talks to the host's libvirtd.
         files.append(

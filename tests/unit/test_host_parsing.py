@@ -1,6 +1,8 @@
 import ipaddress
 from pathlib import Path
 
+import pytest
+
 from labctl.host import cgroup_layout, parse_proc_net_route
 from labctl.images import parse_apt_sources
 from labctl.mounts import MountEntry, mounts_under, overlay_lowerdirs, parse_mountinfo
@@ -141,3 +143,30 @@ def test_only_cluster_nodes_of_guest_labs_reach_the_host_libvirtd():
 
     assert "/etc/tmpfiles.d/labctl-host-libvirt.conf" in paths(g, c1)
     assert "/etc/tmpfiles.d/labctl-host-libvirt.conf" not in paths(g, g1)
+
+
+@pytest.mark.parametrize("mode", ["remote", "guest"])
+def test_cluster_daemons_get_a_pinned_malloc_trim_threshold(mode):
+    p = make_plan(make_spec("demo", 1, mode=mode), 1, Path("/s"))
+    dropins = {}
+    for node in p.nodes:
+        for f in node_files(
+            p,
+            node,
+            host_name="h",
+            host_key_private=b"",
+            host_key_public="ssh-ed25519 K",
+            lab_key_private=b"",
+            lab_key_public="ssh-ed25519 L",
+            known_hosts="",
+        ):
+            if f.path.endswith("/labctl-malloc.conf"):
+                assert f.data.decode().splitlines() == [
+                    "[Service]",
+                    "Environment=MALLOC_TRIM_THRESHOLD_=131072",
+                ]
+                unit = f.path.split("/")[-2].removesuffix(".d")
+                dropins.setdefault(node.role, set()).add(unit)
+    assert dropins == {
+        "cluster": {"corosync.service", "pacemaker.service"},
+    }

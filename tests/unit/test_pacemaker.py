@@ -35,6 +35,15 @@ def test_corosync_conf_drops_realtime_scheduling_only_when_asked():
     assert conf.count("{") == conf.count("}")
 
 
+def test_corosync_conf_turns_the_blackbox_off_and_still_logs_to_the_journal():
+    conf = pcmk.corosync_conf(_plan(3))
+    logging = re.search(r"^logging \{\n(.*?)^\}", conf, re.M | re.S)
+    assert logging
+    options = dict(re.findall(r"^\s+(\w+): (\S+)$", logging.group(1), re.M))
+    assert options["blackbox"] == "off"
+    assert options["to_syslog"] == "yes"
+
+
 def test_corosync_conf_of_a_guest_lab_holds_only_its_cluster_nodes():
     conf = pcmk.corosync_conf(_plan(4, "guest"))
     assert re.findall(r"^\s+name: (\S+)", conf, re.M) == ["demo-c1", "demo-c2"]
