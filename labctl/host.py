@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from labctl import mounts, virt
+from labctl import capacity, mounts, virt
 from labctl.errors import HostError
 
 
@@ -133,6 +133,16 @@ def checks(state_dir: Path) -> list[Check]:
             layout + (": containers' systemd kept on cgroup v1" if layout == "hybrid" else ""),
         )
     )
+    for want in capacity.recommended():
+        have = capacity.read_sysctl(want.key)
+        out.append(
+            Check(
+                want.key,
+                have is None or have >= want.want,
+                f"{have} (large labs want {want.want})" if have is not None else "not settable",
+                "scripts/setup-host (raises it; --revert restores)",
+            )
+        )
     probe = state_dir if state_dir.exists() else state_dir.parent
     free = shutil.disk_usage(probe).free
     out.append(

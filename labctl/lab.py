@@ -780,7 +780,7 @@ def register_others(p: LabPlan, c: ssh.Connection) -> None:
                 port=p.spec.remote_port,
                 force_stop=node.backend == "lxc",
             )
-            constraints += [pcmk.to_text(x) for x in pcmk.no_discovery(rsc.get("id"), cluster)]
+            constraints += [pcmk.to_text(x) for x in pcmk.no_discovery(f"vm-{node.name}", cluster)]
         else:
             continue
         resources.append(pcmk.to_text(rsc))

@@ -152,6 +152,10 @@ def guest_primitive(
     if force_stop:
         params["force_stop"] = "true"  # a container has no ACPI shutdown to wait for
     meta = {
+        # Once recovered elsewhere, a guest stays there (as pcs makes every
+        # resource do): without it, a fenced cluster node that rejoins takes
+        # half of the guests back, each stopped and booted again.
+        "resource-stickiness": "1",
         "remote-node": node.name,
         "remote-addr": str(node.ip),  # no name resolution needed on the cluster nodes
         "remote-port": str(port),
@@ -212,14 +216,15 @@ def cib_document(
     resources: list[etree._Element],
     properties: dict[str, str],
     nodes: list[str] = (),  # type: ignore[assignment]
+    constraints: list[etree._Element] = (),  # type: ignore[assignment]
 ) -> str:
-    """A whole CIB holding RESOURCES and PROPERTIES, as crm_verify wants it."""
+    """A whole CIB holding RESOURCES, PROPERTIES and CONSTRAINTS, as crm_verify wants it."""
     cib = E.cib(
         E.configuration(
             E.crm_config(property_set(properties)),
             E.nodes(*[E.node(id=str(i), uname=n) for i, n in enumerate(nodes, start=1)]),
             E.resources(*resources),
-            E.constraints(),
+            E.constraints(*constraints),
         ),
         E.status(),
         **{"validate-with": CIB_SCHEMA, "epoch": "1", "num_updates": "0", "admin_epoch": "0"},

@@ -75,7 +75,8 @@ def test_guest_resources_pass_crm_verify(image):
         if n.role == "guest"
     ]
     props = pcmk.lab_properties(False, guests=True)
-    crm_verify(image, pcmk.cib_document(guests, props, ("demo-c1",)))
+    rules = [x for g in guests for x in pcmk.no_discovery(g.get("id"), ["demo-c1"])]
+    crm_verify(image, pcmk.cib_document(guests, props, ("demo-c1",), rules))
 
 
 def test_a_mixed_labs_two_fence_devices_pass_crm_verify(image):

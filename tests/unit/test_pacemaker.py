@@ -208,3 +208,26 @@ def test_crm_mon_of_a_guest_lab():
     # A remote node where a guest was expected is not ready.
     fake = pcmk.ClusterView("gu-c1", True, {"x": pcmk.PcmkNode("x", "remote", True)})
     assert pcmk.not_ready(fake, {"x": "guest"}) == {"x": "online, but not as a guest node"}
+
+
+def test_labs_do_not_throttle_on_the_shared_hosts_load_and_guest_labs_fence_concurrently():
+    for guests in (False, True):
+        assert pcmk.lab_properties(True, guests=guests)["load-threshold"] == "10000%"
+    assert pcmk.lab_properties(True, guests=True)["concurrent-fencing"] == "true"
+    assert "concurrent-fencing" not in pcmk.lab_properties(True)
+
+
+def test_a_guest_writes_no_utilization_and_stays_where_it_was_recovered():
+    g = _plan(1, "guest").nodes[2]
+    text = pcmk.to_text(pcmk.guest_primitive(g, "/x/demo-g1.xml", "lxc:///", 3121, True))
+    for what in ("cpu", "hv_memory", "host_memory"):
+        assert f'name="autoset_utilization_{what}" value="false"' in text
+    assert 'name="resource-stickiness" value="1"' in text
+
+
+def test_no_cluster_node_probes_a_guests_domain():
+    rules = [pcmk.to_text(x) for x in pcmk.no_discovery("vm-demo-g1", ["demo-c1", "demo-c2"])]
+    assert len(rules) == 2 and len({r for r in rules}) == 2
+    for node, rule in zip(("demo-c1", "demo-c2"), rules, strict=True):
+        assert f'node="{node}"' in rule and 'rsc="vm-demo-g1"' in rule
+        assert 'resource-discovery="never"' in rule and 'score="0"' in rule
