@@ -127,22 +127,24 @@ def test_only_cluster_nodes_of_guest_labs_reach_the_host_libvirtd():
     assert host_mounts(cluster, cluster.nodes[0]) == ()
 
     def paths(plan, node):
-        return {
-            f.path
-            for f in node_files(
-                plan,
-                node,
-                host_name="h",
-                host_key_private=b"",
-                host_key_public="ssh-ed25519 K",
-                lab_key_private=b"",
-                lab_key_public="ssh-ed25519 L",
-                known_hosts="",
-            )
-        }
+        return {f.path for f in _files(plan, node)}
 
     assert "/etc/tmpfiles.d/labctl-host-libvirt.conf" in paths(g, c1)
     assert "/etc/tmpfiles.d/labctl-host-libvirt.conf" not in paths(g, g1)
+
+
+def _files(plan, node):
+    """A node's files, with placeholder keys."""
+    return node_files(
+        plan,
+        node,
+        host_name="h",
+        host_key_private=b"",
+        host_key_public="ssh-ed25519 K",
+        lab_key_private=b"",
+        lab_key_public="ssh-ed25519 L",
+        known_hosts="",
+    )
 
 
 @pytest.mark.parametrize("mode", ["remote", "guest"])
@@ -150,16 +152,7 @@ def test_cluster_daemons_get_a_pinned_malloc_trim_threshold(mode):
     p = make_plan(make_spec("demo", 1, mode=mode), 1, Path("/s"))
     dropins = {}
     for node in p.nodes:
-        for f in node_files(
-            p,
-            node,
-            host_name="h",
-            host_key_private=b"",
-            host_key_public="ssh-ed25519 K",
-            lab_key_private=b"",
-            lab_key_public="ssh-ed25519 L",
-            known_hosts="",
-        ):
+        for f in _files(p, node):
             if f.path.endswith("/labctl-malloc.conf"):
                 assert f.data.decode().splitlines() == [
                     "[Service]",
