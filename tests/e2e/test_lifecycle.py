@@ -167,7 +167,7 @@ def test_two_ups_of_one_name_at_once_one_wins_the_other_says_so_and_touches_noth
     ("args", "message"),
     [
         (["--nodes", "0"], "at least 1"),
-        (["--nodes", "65", "--mode", "guest"], "at most 64"),
+        (["--nodes", "901", "--mode", "guest"], "above 900 guest nodes"),
         (["--name", "Bad_Name"], "host name label"),
         (["--image", "nosuch"], "unknown image"),
         (["--mode", "mesh"], "unknown mode"),
