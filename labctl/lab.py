@@ -884,6 +884,10 @@ def _fence(name: str, node: str, state_dir: Path, reporter: Reporter | None) -> 
     with connect(p, executors[0]) as c:
         with reporter.phase(f"stonith_admin --reboot {node}"):
             c.run(f"stonith_admin --reboot {node} --timeout 120")
+            # A rebooted cluster node stays out for 12 s at least (FORMED_MARKER),
+            # so it is seen down unless the view is stale; a remote node may be back
+            # sooner, hence only a short, bounded wait.
+            stack.wait_seen_down(c, node, target.role, 30.0 if target.role == "cluster" else 10.0)
         with reporter.phase(f"{node} back online"):
             stack.wait_online(c, {n.name: n.role for n in p.nodes}, timeout=FENCE_REJOIN_TIMEOUT)
 

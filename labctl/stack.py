@@ -115,6 +115,22 @@ def wait_online(
         time.sleep(POLL if len(expected) <= 20 else 4 * POLL)
 
 
+def wait_seen_down(c: ssh.Connection, node: str, role: str, timeout: float = 30.0) -> bool:
+    """Poll crm_mon on C until NODE is seen not online; False if not within TIMEOUT.
+
+    Right after a fence, crm_mon may still show the node as it was; waiting for
+    "online" at once could return before the node ever left."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if pcmk.not_ready(crm_mon(c), {node: role}):
+                return True
+        except CommandError:
+            pass
+        time.sleep(POLL)
+    return False
+
+
 def properties(c: ssh.Connection) -> dict[str, str]:
     return pcmk.parse_properties(c.run("cibadmin --query --scope crm_config").stdout)
 
