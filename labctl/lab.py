@@ -763,8 +763,8 @@ def configure_cluster(p: LabPlan, c: ssh.Connection) -> None:
     """The lab's cluster properties and its fence devices; idempotent."""
     stack.set_properties(c, pcmk.lab_properties(p.spec.fencing, p.spec.mode == "guest"))
     if p.spec.fencing:
-        for fp in fencing.fence_plans(p, virt.default_uri):
-            stack.create_resource(c, pcmk.to_text(fencing.stonith_primitive(fp)))
+        fps = fencing.fence_plans(p, virt.default_uri)
+        stack.create_many(c, [pcmk.to_text(fencing.stonith_primitive(fp)) for fp in fps])
 
 
 def register_others(p: LabPlan, c: ssh.Connection) -> None:

@@ -159,15 +159,6 @@ def delete_property(c: ssh.Connection, name: str) -> None:
     c.run(f"crm_attribute --type crm_config --name {shlex.quote(name)} --delete")
 
 
-def create_resource(c: ssh.Connection, xml_text: str) -> None:
-    """Add a resource with cibadmin; one of the same id is updated instead (idempotent)."""
-    x = shlex.quote(xml_text)
-    c.run(
-        f"cibadmin --create --scope resources --xml-text {x} 2>/dev/null"
-        f" || cibadmin --modify --scope resources --xml-text {x}"
-    )
-
-
 def create_many(c: ssh.Connection, xml_texts: list[str], scope: str = "resources") -> None:
     """Add or update many resources (or constraints) in one CIB change: one
     transition, not one each."""
