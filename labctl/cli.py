@@ -460,7 +460,14 @@ def image_list(state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False)
         out.print_json(
             json.dumps(
                 {
-                    "built": [i.manifest for i in imgs],
+                    "built": [
+                        {
+                            **i.manifest,
+                            "size_bytes": images.manifest_size(i.manifest),
+                            "pacemaker_version": images.manifest_pacemaker_version(i.manifest),
+                        }
+                        for i in imgs
+                    ],
                     "cloud": cloud_rows,
                     "pacemaker_builds": [{"name": b.label, **b.manifest} for b in builds],
                 }
@@ -468,7 +475,7 @@ def image_list(state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False)
         )
         return
     t = Table()
-    for col in ("image", "suite", "created", "layers (MiB)", "checksum"):
+    for col in ("image", "suite", "pacemaker", "MiB", "layers (MiB)", "created", "checksum"):
         t.add_column(col)
     for i in imgs:
         m = i.manifest
@@ -476,8 +483,10 @@ def image_list(state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False)
         t.add_row(
             i.name + (" (stale)" if i.stale else ""),
             m["suite"],
-            m["created"],
+            images.manifest_pacemaker_version(m) or "?",
+            str(images.manifest_size(m) >> 20),
             layers,
+            m["created"],
             m["checksum"][:19] + "…",
         )
     out.print(t)

@@ -591,15 +591,19 @@ def host_codename() -> str:
     return m.group(1)
 
 
-def host_sources(version: str, mirror: str | None = None) -> list[AptSource]:
+def host_sources(
+    version: str, mirror: str | None = None, release: str | None = None
+) -> list[AptSource]:
     """Where the host's apt gets VERSION's release from (its suite, -updates, -security).
 
-    MIRROR, when given, replaces the host's archive for every suite but -security.
+    RELEASE is the code name of the nodes' Debian (their image's suite) when the
+    version does not name it; default: the host's own. MIRROR, when given,
+    replaces the host's archive for every suite but -security.
     """
     from labctl.images import host_mirror
 
     out = []
-    for suite in source_suites(version, host_codename()):
+    for suite in source_suites(version, release or host_codename()):
         uri = mirror if mirror and not suite.endswith("-security") else None
         if uri is None:
             try:

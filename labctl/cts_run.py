@@ -10,7 +10,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from labctl import cts, cts_tests, fencing, host, lab, locks, pcmkbuild, proc, safety, state, virt
+from labctl import (
+    cts,
+    cts_tests,
+    fencing,
+    host,
+    images,
+    lab,
+    locks,
+    pcmkbuild,
+    proc,
+    safety,
+    state,
+    virt,
+)
 from labctl.errors import CommandTimeout, HostError, LabctlError, UsageError
 from labctl.plan import LabPlan
 
@@ -145,7 +158,10 @@ def prepare(
         if missing:
             emit(f"installing what preparing CTS needs on the host: {' '.join(missing)}")
             _apt_install(missing)
-        src = cts.prepare_source(version, state_dir / "cts", cts.host_sources(version), emit)
+        # Debian's own version names no release ("3.0.0-2"): the nodes' image's suite.
+        idef = images.IMAGES.get(p.spec.image)
+        sources = cts.host_sources(version, release=idef.suite if idef else None)
+        src = cts.prepare_source(version, state_dir / "cts", sources, emit)
     dialect = cts.cts_dialect(version)
     if build is not None and (build.install / CTS_SUPPORT.lstrip("/")).is_file():
         # `make install` put CTS's node side on the nodes with the build (upstream

@@ -73,6 +73,14 @@ fi
 """
 
 
+# trixie's packages ship their units in /usr/lib/systemd/system (bookworm's: /lib).
+# A script of its own, so that debian12's recipe (and its built images) stay as they are.
+CLUSTER_REMOTED_USR_UNITS = CLUSTER_REMOTED.replace(
+    '"$tmp/x/lib/systemd/system/pacemaker_remote.service"',
+    '"$tmp/x/usr/lib/systemd/system/pacemaker_remote.service"',
+)
+
+
 DEBIAN12 = ImageDef(
     name="debian12",
     suite="bookworm",
@@ -104,7 +112,17 @@ DEBIAN12 = ImageDef(
     },
     layer_scripts={"cluster": CLUSTER_REMOTED},
 )
-IMAGES = {DEBIAN12.name: DEBIAN12}
+# Debian 13: Pacemaker 3.0.0. The same packages by name: pacemaker and
+# pacemaker-remote still conflict, and fence-virt, libvirt-clients and
+# python3-systemd kept their names (the t64 renames are of libraries only).
+DEBIAN13 = ImageDef(
+    name="debian13",
+    suite="trixie",
+    base_packages=DEBIAN12.base_packages,
+    layers=DEBIAN12.layers,
+    layer_scripts={"cluster": CLUSTER_REMOTED_USR_UNITS},
+)
+IMAGES = {i.name: i for i in (DEBIAN12, DEBIAN13)}
 DEFAULT_IMAGE = DEBIAN12.name
 
 # Units a lab node never needs; masked so they cost neither boot time nor memory.
@@ -198,8 +216,14 @@ def list_images(state_dir: Path) -> list[Image]:
     return [i for i in found if i is not None]
 
 
-def parse_apt_sources(texts: dict[str, str], suite: str) -> str | None:
-    """The first archive URI serving SUITE in the host's apt sources (deb822 or one-line)."""
+# Debian's release code names: one archive serves them all.
+DEBIAN_RELEASES = ("stretch", "buster", "bullseye", "bookworm", "trixie", "forky")
+
+
+def _apt_entries(texts: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """(archive URI, suites) of every `deb` source in the host's apt sources (deb822
+    or one-line), in file name order. Pure."""
+    out: list[tuple[str, list[str]]] = []
     for name in sorted(texts):
         text = texts[name]
         if name.endswith(".sources"):
@@ -212,18 +236,44 @@ def parse_apt_sources(texts: dict[str, str], suite: str) -> str | None:
                     fields[key.strip().lower()] = value.strip()
                 if "deb" not in fields.get("types", "").split():
                     continue
-                if suite in fields.get("suites", "").split() and fields.get("uris"):
-                    return fields["uris"].split()[0]
+                if fields.get("uris"):
+                    out.append((fields["uris"].split()[0], fields.get("suites", "").split()))
         else:
             for line in text.splitlines():
                 words = re.sub(r"\[[^]]*\]", "", line.split("#", 1)[0]).split()
-                if len(words) >= 3 and words[0] == "deb" and words[2] == suite:
-                    return words[1]
+                if len(words) >= 3 and words[0] == "deb":
+                    out.append((words[1], [words[2]]))
+    return out
+
+
+def parse_apt_sources(texts: dict[str, str], suite: str) -> str | None:
+    """The first archive URI serving SUITE in the host's apt sources (deb822 or one-line)."""
+    return next((uri for uri, suites in _apt_entries(texts) if suite in suites), None)
+
+
+def _is_security(suite: str) -> bool:
+    return suite.endswith("-security")
+
+
+def debian_archive(texts: dict[str, str], suite: str) -> str | None:
+    """The archive URI for Debian SUITE: the host's own source for it, else the archive
+    the host uses for another Debian release (a Debian 12 host lists bookworm only,
+    and its mirror serves trixie too; -security suites come from the security
+    archive). Pure."""
+    if uri := parse_apt_sources(texts, suite):
+        return uri
+    if suite.split("-", 1)[0] not in DEBIAN_RELEASES:
+        return None
+    for uri, suites in _apt_entries(texts):
+        for s in suites:
+            if s.split("-", 1)[0] in DEBIAN_RELEASES and _is_security(s) == _is_security(suite):
+                return uri
     return None
 
 
 def host_mirror(suite: str) -> str:
-    """The Debian mirror the host's own apt uses for SUITE."""
+    """The Debian mirror the host's own apt uses for SUITE (or, for a Debian release the
+    host does not list, the one it uses for its own: `debian_archive`)."""
     texts: dict[str, str] = {}
     main = Path("/etc/apt/sources.list")
     if main.is_file():
@@ -233,7 +283,7 @@ def host_mirror(suite: str) -> str:
         for p in d.iterdir():
             if p.suffix in (".list", ".sources"):
                 texts[str(p)] = p.read_text()
-    mirror = parse_apt_sources(texts, suite)
+    mirror = debian_archive(texts, suite)
     if mirror is None:
         raise HostError(
             f"no apt source for {suite!r} on this host: pass --mirror URL of a Debian mirror"
@@ -695,6 +745,21 @@ def _manifest(
         digest.update(("\n" + lname + "\n" + "\n".join(added)).encode())
     info["checksum"] = "sha256:" + digest.hexdigest()
     return info
+
+
+def manifest_pacemaker_version(manifest: dict) -> str | None:
+    """The Pacemaker (Debian) version an image's manifest records in its role layers. Pure."""
+    for lname in ("cluster", "remote"):
+        for pkg in manifest.get("layers", {}).get(lname, {}).get("added", []):
+            name, _, version = str(pkg).partition("=")
+            if name in ("pacemaker", "pacemaker-remote") and version:
+                return version
+    return None
+
+
+def manifest_size(manifest: dict) -> int:
+    """Bytes an image holds on disk: its base and every layer. Pure."""
+    return sum(int(v.get("size_bytes", 0)) for v in manifest.get("layers", {}).values())
 
 
 def _refuse_if_in_use(img: Image, users: Sequence[str] = ()) -> None:

@@ -153,6 +153,8 @@ def test_source_suites_cover_point_release_updates_and_security():
     ]
     assert cts.source_suites("2.1.5-1", "bookworm")[0] == "bookworm"
     assert cts.source_suites("2.1.8-1~bpo12+1", "bookworm")[-1] == "bookworm-backports"
+    # trixie's own version names no release: the nodes' image's suite is used.
+    assert cts.source_suites("3.0.0-2", "trixie") == ["trixie", "trixie-updates", "trixie-security"]
 
 
 def test_deb_src_list_has_one_deb_src_line_per_source():

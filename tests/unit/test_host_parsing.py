@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from labctl.host import cgroup_layout, parse_proc_net_route
-from labctl.images import parse_apt_sources
+from labctl.images import debian_archive, parse_apt_sources
 from labctl.mounts import MountEntry, mounts_under, overlay_lowerdirs, parse_mountinfo
 from labctl.plan import make_plan
 from labctl.provision import hosts_file, known_hosts_lines, node_files
@@ -42,6 +42,18 @@ def test_mirror_from_deb822_sources():
     assert parse_apt_sources(texts, "bookworm") == "http://mirror.example/debian"
     assert parse_apt_sources(texts, "bookworm-security") == "http://mirror.example/debian-security"
     assert parse_apt_sources(texts, "trixie") is None
+
+
+def test_a_debian_release_the_host_does_not_list_comes_from_the_hosts_debian_archive():
+    texts = {"/etc/apt/sources.list.d/debian.sources": DEB822}
+    assert debian_archive(texts, "bookworm") == "http://mirror.example/debian"
+    assert debian_archive(texts, "trixie") == "http://mirror.example/debian"
+    assert debian_archive(texts, "trixie-updates") == "http://mirror.example/debian"
+    assert debian_archive(texts, "trixie-security") == "http://mirror.example/debian-security"
+    # Not a Debian release, or no Debian archive to serve it: no guess.
+    assert debian_archive(texts, "jammy") is None
+    other = {"/etc/apt/sources.list.d/x.sources": DEB822.replace("bookworm", "nodistro")}
+    assert debian_archive(other, "trixie") is None
 
 
 def test_mirror_from_one_line_sources_ignores_deb_src_and_options():

@@ -104,3 +104,26 @@ def test_a_rebuilt_image_or_build_keeps_the_vm_files_of_the_old_one_at_their_pat
     (fresh / "install").mkdir(parents=True)
     images.replace_keeping_vm_files(fresh, tmp_path / "pcmk-y")  # nothing there before
     assert (tmp_path / "pcmk-y" / "install").is_dir()
+
+
+def test_debian13_is_debian12s_recipe_from_trixie():
+    d12, d13 = images.IMAGES["debian12"], images.IMAGES["debian13"]
+    assert (d13.suite, d12.suite) == ("trixie", "bookworm")
+    assert d13.layers == d12.layers and d13.base_packages == d12.base_packages
+    assert images.recipe_digest(d13) != images.recipe_digest(d12)
+    assert images.DEFAULT_IMAGE == "debian12"
+
+
+def test_image_list_shows_the_pacemaker_version_and_size_a_manifest_records():
+    m = {
+        "layers": {
+            "base": {"size_bytes": 400 << 20, "packages": 200},
+            "cluster": {"size_bytes": 40 << 20, "added": ["corosync=3.1.9-2", "pacemaker=3.0.0-2"]},
+            "remote": {"size_bytes": 10 << 20, "added": ["pacemaker-remote=3.0.0-2"]},
+        }
+    }
+    assert images.manifest_pacemaker_version(m) == "3.0.0-2"
+    assert images.manifest_size(m) == 450 << 20
+    del m["layers"]["cluster"]
+    assert images.manifest_pacemaker_version(m) == "3.0.0-2"
+    assert images.manifest_pacemaker_version({}) is None and images.manifest_size({}) == 0
