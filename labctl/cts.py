@@ -107,6 +107,10 @@ HOST_PACKAGES: tuple[str, ...] = (
     "libcorosync-common-dev",
 )
 
+# What 3.x's configure requires besides (checked in 3.0.0's configure.ac: dbus-1
+# and gnutls are no longer optional), and make for libcrmcommon (`LIBRARY_TARGET`).
+HOST_PACKAGES_3X: tuple[str, ...] = ("libdbus-1-dev", "libgnutls28-dev")
+
 DEBIAN_CODENAMES = {
     "9": "stretch",
     "10": "buster",
@@ -149,6 +153,11 @@ def debian_suite(version: str) -> str | None:
     if m := re.search(r"\+deb(\d+)u\d+", version):
         return DEBIAN_CODENAMES.get(m.group(1))
     return None
+
+
+def host_packages(version: str) -> tuple[str, ...]:
+    """What preparing VERSION's CTS tree needs on the host; pure."""
+    return HOST_PACKAGES + (HOST_PACKAGES_3X if upstream_version(version) >= (3, 0, 0) else ())
 
 
 def cts_dialect(version: str) -> str:
@@ -219,6 +228,32 @@ def runner(src: Path, dialect: str) -> Path:
     return src / ("cts/lab/CTSlab.py" if dialect == "ctslab" else "cts/cts-lab")
 
 
+# cts-lab of 3.x imports pacemaker.exitstatus, which loads libcrmcommon with ctypes
+# (python/pacemaker/_library.py: find_library("crmcommon"), which honours
+# LD_LIBRARY_PATH) for crm_exit_str, and its log watcher runs Pacemaker's
+# `iso8601` tool on the host. A distribution's CTS tree is only configured, and
+# the host has no Pacemaker: make builds that library and that tool in the tree
+# (about a minute on 2 cores, once per version); CTS runs with them on
+# LD_LIBRARY_PATH and PATH.
+LIBRARY_MODULE = "python/pacemaker/_library.py"
+LIBRARY_DIR = "lib/common/.libs"
+TOOLS_DIR = "tools/.libs"
+HOST_TOOLS = ("iso8601",)
+
+
+def needs_library(src: Path) -> bool:
+    """Whether the tree's CTS loads libcrmcommon and runs Pacemaker tools on the host (3.x)."""
+    return (src / LIBRARY_MODULE).is_file()
+
+
+def library_env(src: Path, path: str) -> dict[str, str]:
+    """What CTS's environment needs for the tree's own libcrmcommon and tools, PATH
+    being the path to extend (empty: nothing)."""
+    if not needs_library(src):
+        return {}
+    return {"LD_LIBRARY_PATH": str(src / LIBRARY_DIR), "PATH": f"{src / TOOLS_DIR}:{path}"}
+
+
 def configured_value(script: str, name: str) -> str | None:
     """NAME="value" from a configured shell script (cts-support); pure."""
     m = re.search(rf'^{re.escape(name)}="([^"]*)"', script, re.M)
@@ -237,7 +272,7 @@ _NODE_FILES = (
 )
 
 
-def node_files(src: Path) -> list[tuple[Path, str, int]]:
+def _node_files_2x(src: Path) -> list[tuple[Path, str, int]]:
     """(file in SRC, absolute path on a cluster node, mode) for every file CTS needs there.
 
     Destinations come from the configured cts-support (LIBEXEC_DIR =
@@ -266,6 +301,62 @@ def node_files(src: Path) -> list[tuple[Path, str, int]]:
     return out
 
 
+# 3.x: cts-support is Python (it also replaces cts-log-watcher: `cts-support watch`)
+# and imports the `pacemaker` package (buildoptions, exitstatus, which loads the
+# node's own libcrmcommon), which Debian ships in no package: those modules go to
+# the nodes too, where python3 finds them. Its directories come from the configured
+# buildoptions.py: cts-support in DAEMON_DIR, the rest in DATA_DIR/pacemaker/tests/cts.
+PYTHON_NODE_DIR = "/usr/lib/python3/dist-packages/pacemaker"
+_PYTHON_MODULES = ("__init__.py", "_library.py", "buildoptions.py", "exitstatus.py")
+_NODE_FILES_3X = (
+    ("cts/support/cts-support", "DAEMON_DIR", 0o755),
+    ("cts/support/LSBDummy", "CTS_DIR", 0o755),
+    ("cts/support/fence_dummy", "CTS_DIR", 0o755),
+    ("cts/support/pacemaker-cts-dummyd", "CTS_DIR", 0o755),
+    ("cts/support/pacemaker-cts-dummyd@.service", "CTS_DIR", 0o644),
+    ("cts/support/cts.conf", "CTS_DIR", 0o644),
+)
+
+
+def build_option(text: str, name: str) -> str | None:
+    """NAME = "value" from a configured python/pacemaker/buildoptions.py; pure."""
+    m = re.search(rf'^\s*{re.escape(name)} = "([^"]*)"', text, re.M)
+    return m.group(1) if m else None
+
+
+def python_support(src: Path) -> bool:
+    """Whether the tree's cts-support is 3.x's Python one (it imports `pacemaker`)."""
+    try:
+        return "from pacemaker" in (src / "cts/support/cts-support").read_text()
+    except OSError:
+        return False
+
+
+def _node_files_3x(src: Path) -> list[tuple[Path, str, int]]:
+    options = src / "python/pacemaker/buildoptions.py"
+    text = options.read_text() if options.is_file() else ""
+    data = build_option(text, "DATA_DIR")
+    dirs = {
+        "DAEMON_DIR": build_option(text, "DAEMON_DIR"),
+        "CTS_DIR": f"{data}/pacemaker/tests/cts" if data else None,
+    }
+    out = []
+    for rel, var, mode in _NODE_FILES_3X:
+        d = dirs[var]
+        if not d:
+            raise HostError(f"{options} has no {var}: is the tree configured?")
+        out.append((src / rel, f"{d}/{Path(rel).name}", mode))
+    for mod in _PYTHON_MODULES:
+        out.append((src / "python/pacemaker" / mod, f"{PYTHON_NODE_DIR}/{mod}", 0o644))
+    return out
+
+
+def node_files(src: Path) -> list[tuple[Path, str, int]]:
+    """(file in SRC, absolute path on a cluster node, mode) for every file CTS needs there:
+    2.x's layout (`_node_files_2x`) or 3.x's (`_node_files_3x`)."""
+    return _node_files_3x(src) if python_support(src) else _node_files_2x(src)
+
+
 def check_tree(src: Path, dialect: str) -> list[str]:
     """What is missing from a configured tree for DIALECT (empty: ready)."""
     problems = []
@@ -292,8 +383,17 @@ def check_tree(src: Path, dialect: str) -> list[str]:
     except HostError as e:
         return [*problems, str(e)]
     problems += [f"no {f.relative_to(src)}" for f, _, _ in files if not f.is_file()]
-    if not configured_value(support.read_text(), "UNIT_DIR"):
+    if python_support(src):
+        options = src / "python/pacemaker/buildoptions.py"
+        unit_dir = build_option(options.read_text(), "UNIT_DIR") if options.is_file() else None
+    else:
+        unit_dir = configured_value(support.read_text(), "UNIT_DIR")
+    if not unit_dir:
         problems.append("cts-support has an empty UNIT_DIR: the dummy daemon would not install")
+    if needs_library(src):
+        for f in (f"{LIBRARY_DIR}/libcrmcommon.so", *(f"{TOOLS_DIR}/{t}" for t in HOST_TOOLS)):
+            if not (src / f).exists():
+                problems.append(f"no {f} (cts-lab uses it on the host): run make there")
     return problems
 
 
@@ -662,7 +762,7 @@ def _prepare_source(
         progress(f"CTS tree for Pacemaker {version} already prepared: {src}")
         return src
 
-    missing = missing_host_packages()
+    missing = missing_host_packages(host_packages(version))
     if missing:
         raise HostError(
             "preparing CTS needs these packages on the host: "
@@ -684,6 +784,10 @@ def _prepare_source(
         (src / "cts/cts").symlink_to("lab")
     step("./autogen.sh", ["./autogen.sh"], src)
     step("./configure", ["./configure", *CONFIGURE_ARGS], src)
+    if needs_library(src):
+        jobs = f"-j{os.cpu_count() or 1}"
+        step("make libcrmcommon", ["make", "-C", "lib/common", jobs, "libcrmcommon.la"], src)
+        step("make iso8601", ["make", "-C", "tools", jobs, *HOST_TOOLS], src)
     problems = check_tree(src, dialect)
     if problems:
         raise HostError(f"CTS tree {src} is not usable: " + "; ".join(problems))

@@ -154,7 +154,7 @@ def prepare(
                 f"use a {upstream} tree, or leave out --pacemaker-src"
             )
     else:
-        missing = cts.missing_host_packages()
+        missing = cts.missing_host_packages(cts.host_packages(version))
         if missing:
             emit(f"installing what preparing CTS needs on the host: {' '.join(missing)}")
             _apt_install(missing)
@@ -184,8 +184,16 @@ def prepare(
     lab.parallel(install, p.cluster_nodes)
     write_ssh_config(p)
     # CTSlab.py (2.1.6 and older) is plain Python; cts-lab's package needs more.
-    needs_env = build is not None and dialect != "ctslab"
-    return p, version, src, (_build_library_env(build, emit) if needs_env else {})
+    if build is not None and dialect != "ctslab":
+        return p, version, src, _build_library_env(build, emit)
+    if cts.needs_library(src):
+        # A distribution's tree: its own libcrmcommon (prepare_source made it), psutil.
+        missing = cts.missing_host_packages(("python3-psutil",))
+        if missing:
+            emit(f"installing what CTS needs on the host: {' '.join(missing)}")
+            _apt_install(missing)
+        return p, version, src, cts.library_env(src, os.environ.get("PATH", "/usr/bin:/bin"))
+    return p, version, src, {}
 
 
 def _build_library_env(build: pcmkbuild.Build | None, emit: Emit) -> dict[str, str]:

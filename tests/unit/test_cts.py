@@ -611,3 +611,90 @@ def test_summary_of_cts_3_without_a_colon_after_the_test_name():
     )
     s = cts.parse_summary(out)
     assert s.ok and [(t.name, t.calls, t.passed) for t in s.tests] == [("RemoteBasic", 1, 1)]
+
+
+# 3.0.0's configured python/pacemaker/buildoptions.py (the lines node_files reads).
+BUILDOPTIONS_3 = '''class BuildOptions:
+    """Variables generated as part of the ./configure && make process."""
+
+    DAEMON_DIR = "/usr/lib/pacemaker"
+    DATA_DIR = "/usr/share"
+    LIBEXEC_DIR = "/usr/lib"
+    UNIT_DIR = "/lib/systemd/system"
+'''
+
+
+def _tree_3x(tmp_path: Path, options: str = BUILDOPTIONS_3) -> Path:
+    for rel in (
+        "cts/cts-lab",
+        "cts/support/LSBDummy",
+        "cts/support/fence_dummy",
+        "cts/support/pacemaker-cts-dummyd",
+        "cts/support/pacemaker-cts-dummyd@.service",
+        "cts/support/cts.conf",
+        "python/pacemaker/__init__.py",
+        "python/pacemaker/_library.py",
+        "python/pacemaker/exitstatus.py",
+        "python/pacemaker/_cts/environment.py",
+        "lib/common/.libs/libcrmcommon.so",
+        "tools/.libs/iso8601",
+    ):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    (tmp_path / "python/pacemaker/_cts/environment.py").write_text('args.logfile == "journal"')
+    (tmp_path / "python/pacemaker/buildoptions.py").write_text(options)
+    (tmp_path / "cts/support/cts-support").write_text(
+        "#!/usr/bin/python3\nfrom pacemaker.buildoptions import BuildOptions\n"
+    )
+    return tmp_path
+
+
+def test_3x_node_files_take_python_cts_support_and_the_pacemaker_package(tmp_path):
+    src = _tree_3x(tmp_path)
+    got = {(str(f.relative_to(src)), dest, mode) for f, dest, mode in cts.node_files(src)}
+    data = "/usr/share/pacemaker/tests/cts"
+    pkg = "/usr/lib/python3/dist-packages/pacemaker"
+    assert got == {
+        ("cts/support/cts-support", "/usr/lib/pacemaker/cts-support", 0o755),
+        ("cts/support/LSBDummy", f"{data}/LSBDummy", 0o755),
+        ("cts/support/fence_dummy", f"{data}/fence_dummy", 0o755),
+        ("cts/support/pacemaker-cts-dummyd", f"{data}/pacemaker-cts-dummyd", 0o755),
+        (
+            "cts/support/pacemaker-cts-dummyd@.service",
+            f"{data}/pacemaker-cts-dummyd@.service",
+            0o644,
+        ),
+        ("cts/support/cts.conf", f"{data}/cts.conf", 0o644),
+        *(
+            (f"python/pacemaker/{m}", f"{pkg}/{m}", 0o644)
+            for m in ("__init__.py", "_library.py", "buildoptions.py", "exitstatus.py")
+        ),
+    }
+    assert cts.check_tree(src, "cts-lab") == []
+    env = cts.library_env(src, "/usr/bin")
+    assert env == {
+        "LD_LIBRARY_PATH": f"{src}/lib/common/.libs",
+        "PATH": f"{src}/tools/.libs:/usr/bin",
+    }
+
+
+def test_a_3x_tree_without_its_host_library_or_tool_is_not_ready(tmp_path):
+    src = _tree_3x(tmp_path)
+    (src / "lib/common/.libs/libcrmcommon.so").unlink()
+    (src / "tools/.libs/iso8601").unlink()
+    problems = cts.check_tree(src, "cts-lab")
+    assert any("libcrmcommon.so" in p for p in problems)
+    assert any("iso8601" in p for p in problems)
+    src2 = _tree_3x(tmp_path / "b", BUILDOPTIONS_3.replace('"/lib/systemd/system"', '""'))
+    assert any("UNIT_DIR" in p for p in cts.check_tree(src2, "cts-lab"))
+
+
+def test_a_2x_tree_needs_no_host_library(tmp_path):
+    src = _tree(tmp_path)
+    assert not cts.needs_library(src) and cts.library_env(src, "/usr/bin") == {}
+
+
+def test_preparing_3x_cts_needs_dbus_and_gnutls_headers_on_the_host():
+    assert "libdbus-1-dev" not in cts.host_packages("2.1.5-1+deb12u1")
+    assert {"libdbus-1-dev", "libgnutls28-dev"} <= set(cts.host_packages("3.0.0-2"))
+    assert set(cts.HOST_PACKAGES) <= set(cts.host_packages("3.0.0-2"))
