@@ -147,17 +147,29 @@ def _status_table(s: lab.LabStatus) -> Table:
     title = f"lab {s.name} — {s.mode} mode, {s.backend}, {s.subnet} ({s.state})"
     if s.dc:
         title += f"\nDC {s.dc}, {'quorate' if s.quorate else 'NO QUORUM'}"
+        if s.dc_version:
+            title += f", Pacemaker {s.dc_version}"
+    if s.mixed:
+        title += "\nmixed Pacemaker versions"
+    if len(s.images) > 1:
+        title += (
+            f" (images {', '.join(s.images)})" if s.mixed else f"\nimages {', '.join(s.images)}"
+        )
     if s.properties:
         title += "; " + ", ".join(f"{k}={v}" for k, v in s.properties.items())
     t = Table(title=title)
     if s.pacemaker_build:
         t.caption = f"Pacemaker build {s.pacemaker_build} from {s.pacemaker_tree}"
-    for col in ("node", "role", "address", "domain", "pacemaker", "runs on", "version"):
+    # The image column only where nodes differ in it (a mixed lab): a narrow table.
+    per_image = len(s.images) > 1
+    columns = ["node", "role", "address", "domain", "pacemaker", "runs on", "version"]
+    for col in [*columns, "feature set", *(["image"] if per_image else [])]:
         t.add_column(col)
     for n in s.nodes:
         style = "" if n.pacemaker.endswith("Online") or n.pacemaker == "unknown" else "red"
         version = f"{n.version} ({n.build}, {n.source})" if n.version else ""
-        t.add_row(n.name, n.role, n.ip, n.domain, n.pacemaker, n.runs_on, version, style=style)
+        cells = [n.name, n.role, n.ip, n.domain, n.pacemaker, n.runs_on, version, n.feature_set]
+        t.add_row(*cells, *([n.image] if per_image else []), style=style)
     return t
 
 
@@ -214,13 +226,27 @@ def up(
         str, typer.Option("--network", help="isolated (default) or nat.")
     ] = "isolated",
     image: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--image",
-            help="A built image's name, or (with --backend vm) a cloud image: PATH or URL "
-            "of a qcow2 with cloud-init.",
+            help="Every node's image: a built image's name, or (with --backend vm) a cloud "
+            f"image: PATH or URL of a qcow2 with cloud-init. [default: {images.DEFAULT_IMAGE}]",
+            show_default=False,
         ),
-    ] = images.DEFAULT_IMAGE,
+    ] = None,
+    cluster_image: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster-image", help="The cluster nodes' built image (a mixed lab), over --image."
+        ),
+    ] = None,
+    remote_image: Annotated[
+        str | None,
+        typer.Option(
+            "--remote-image",
+            help="The remote or guest nodes' built image (a mixed lab), over --image.",
+        ),
+    ] = None,
     image_checksum: Annotated[
         str | None,
         typer.Option(
@@ -268,6 +294,8 @@ def up(
             fencing=fencing,
             image_checksum=image_checksum,
             pacemaker=str(pacemaker) if pacemaker else None,
+            cluster_image=cluster_image,
+            remote_image=remote_image,
         )
         s = lab.up(spec, state_dir, _reporter(), keep_on_failure=keep_on_failure, mirror=mirror)
     except LabctlError as e:

@@ -61,8 +61,14 @@ def _deploy(
         )
     if rec.spec.cloud_image:
         raise UsageError(f"lab {name!r} runs a cloud image, which cannot take a build")
+    if rec.plan(state_dir).mixed:
+        # As `up --pacemaker`: one build on every node, made for one image.
+        raise UsageError(
+            f"lab {name!r} is mixed ({' and '.join(rec.plan(state_dir).images)}): a build goes "
+            "on every node and is made for one image, so a mixed lab cannot take one"
+        )
     spec = dataclasses.replace(rec.spec, pacemaker=str(src.expanduser().resolve()))
-    p = plan.make_plan(spec, rec.subnet_index, state_dir)
+    p = plan.make_plan(spec, rec.subnet_index, state_dir, rec.node_images)
     with reporter.phase("build Pacemaker"):
         b = pcmkbuild.build(state_dir, src, spec.image, reporter.emit)
     image = images.find_image(state_dir, spec.image)

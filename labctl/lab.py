@@ -6,7 +6,7 @@ import fcntl
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -101,6 +101,8 @@ class NodeStatus:
     version: str = ""  # the Pacemaker version the node has (its own answer)
     build: str = ""  # Pacemaker's build string there
     source: str = ""  # labctl's build name, or "distribution"
+    image: str = ""  # the built image the node is made from (the lab record's word)
+    feature_set: str = ""  # its CRM feature set as crm_mon shows it ("" where it shows none)
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,9 @@ class LabStatus:
     notes: list[str] = field(default_factory=list)
     pacemaker_build: str = ""  # the build the lab was made or deployed with (IMAGE/NAME)
     pacemaker_tree: str = ""  # the source tree it came from
+    images: list[str] = field(default_factory=list)  # the images its nodes are made from
+    mixed: bool = False  # its nodes run different Pacemaker versions (theirs or crm_mon's word)
+    dc_version: str = ""  # the DC's Pacemaker, as crm_mon shows it
 
 
 def status(name: str, state_dir: Path) -> LabStatus:
@@ -162,9 +167,14 @@ def status(name: str, state_dir: Path) -> LabStatus:
                 version=v.version,
                 build=v.build,
                 source=v.source,
+                image=n.image,
+                feature_set=pn.feature_set if pn else "",
             )
         )
-    if disagreement := pacemaker_disagreement(nodes):
+    mixed = is_mixed(nodes, view.mixed_version if view else False)
+    if mixed and p.mixed:
+        notes.append(mixed_note(nodes))
+    elif disagreement := pacemaker_disagreement(nodes):
         notes.append(disagreement)
     fencing = ""
     if view is not None:
@@ -188,6 +198,26 @@ def status(name: str, state_dir: Path) -> LabStatus:
         notes=notes,
         pacemaker_build=rec.build or "",
         pacemaker_tree=rec.spec.pacemaker or "",
+        images=list(p.images),
+        mixed=mixed,
+        dc_version=view.dc_version if view else "",
+    )
+
+
+def is_mixed(nodes: list[NodeStatus], crm_mon_mixed: bool) -> bool:
+    """Whether a lab runs more than one Pacemaker version: by the nodes' own answers, or
+    by crm_mon's (which compares cluster nodes only); pure."""
+    return crm_mon_mixed or len({n.version for n in nodes if n.version}) > 1
+
+
+def mixed_note(nodes: list[NodeStatus]) -> str:
+    """The note of a lab made mixed on purpose: which version runs where; pure."""
+    groups: dict[str, list[str]] = {}
+    for n in nodes:
+        if n.version:
+            groups.setdefault(n.version, []).append(n.name)
+    return "mixed-version lab: " + "; ".join(
+        f"Pacemaker {v} on {', '.join(names)}" for v, names in groups.items()
     )
 
 
@@ -339,7 +369,7 @@ def image_users(state_dir: Path, img: images.Image) -> list[str]:
             rec = state.read_record(state_dir, n)
         except LabctlError:
             continue
-        if rec is not None and rec.spec.image == img.name:
+        if rec is not None and img.name in (*rec.spec.images, *rec.node_images.values()):
             users.add(n)
     labs = os.path.realpath(state.labs_dir(state_dir))
     for target in mounts.overlay_targets_over(img.dir):
@@ -412,7 +442,8 @@ def _up(
 ) -> LabStatus:
     reporter = reporter or Reporter()
     host.require_root("labctl up")
-    images.image_def(spec.image)
+    for name in spec.images:
+        images.image_def(name)
     # Memory and shared kernel limits: refused before anything is made or built.
     capacity.check(plan.make_plan(spec, 1, state_dir))
     conns = Conns({spec.backend})
@@ -433,12 +464,15 @@ def _up(
                     cloudimage.parse_checksum(spec.image_checksum) if spec.image_checksum else None,
                     reporter.emit,
                 )
-        image = images.find_image(state_dir, spec.image)
-        if image is None or image.stale:
-            with reporter.phase(f"build image {spec.image}"):
-                image = images.build_image(
-                    state_dir, spec.image, mirror=mirror, progress=reporter.emit
-                )
+        built: dict[str, images.Image] = {}
+        for name in spec.images:  # a mixed lab's cluster and remote/guest images
+            image = images.find_image(state_dir, name)
+            if image is None or image.stale:
+                with reporter.phase(f"build image {name}"):
+                    image = images.build_image(
+                        state_dir, name, mirror=mirror, progress=reporter.emit
+                    )
+            built[name] = image
         build = None
         if spec.pacemaker:
             with reporter.phase("build Pacemaker"):
@@ -453,12 +487,16 @@ def _up(
                 virt.network_subnets(conn) + host.host_subnets(), plan.lab_prefix(spec)
             )
             p = plan.make_plan(spec, index, state_dir)
-            vm_layers = sorted({n.layer for n in p.vm_nodes}) if cloud is None else []
-            for layer in vm_layers:
-                if images.find_vm_image(image, layer, vm_dir(build)) is None:
-                    with reporter.phase(f"build VM image {layer}"):
+            vm_layers = sorted({(n.image, n.layer) for n in p.vm_nodes}) if cloud is None else []
+            for name, layer in vm_layers:
+                if images.find_vm_image(built[name], layer, vm_dir(build)) is None:
+                    with reporter.phase(f"build VM image {name} {layer}"):
                         images.build_vm_image(
-                            image, layer, reporter.emit, lowers(None, build, layer), vm_dir(build)
+                            built[name],
+                            layer,
+                            reporter.emit,
+                            lowers(None, build, layer),
+                            vm_dir(build),
                         )
                     collect_vm_garbage(state_dir)
             try:
@@ -475,7 +513,7 @@ def _up(
                 _roll_back(spec.name, state_dir, reporter, e)
                 raise
         try:
-            _create(conns, p, image, reporter, cloud, build)
+            _create(conns, p, built, reporter, cloud, build)
             state.write_record(p, "up", build=label)
         except BaseException as e:
             if keep_on_failure:
@@ -518,7 +556,7 @@ def _allocation_lock(state_dir: Path) -> Iterator[None]:
 def _create(
     conns: Conns,
     p: LabPlan,
-    image: images.Image,
+    built: Mapping[str, images.Image],
     reporter: Reporter,
     cloud: cloudimage.CloudImage | None = None,
     build: pcmkbuild.Build | None = None,
@@ -567,12 +605,14 @@ def _create(
                 backing, capacity = cloud.path, cloud.virtual_size
                 write_seed = partial(cloudinit.write_seed, documents=documents)
             else:
-                vm = images.vm_image_paths(image, node.layer, vm_dir(build))
+                vm = images.vm_image_paths(built[node.image], node.layer, vm_dir(build))
                 backing, capacity = vm.disk, images.qcow2_virtual_size(vm.disk)
                 write_seed = partial(write_ext4_seed, files=files_of(node))
             make_vm_disks(conns["vm"], p, node, backing, capacity, write_seed)
             return
-        mounts.mount_overlay(lowers(image, build, node.layer), node.upper, node.work, node.root)
+        mounts.mount_overlay(
+            lowers(built[node.image], build, node.layer), node.upper, node.work, node.root
+        )
         write_files(node.root, files_of(node))
 
     with reporter.phase("roots"):
@@ -584,7 +624,7 @@ def _create(
     def start(node: NodePlan) -> None:
         conn = conns[node.backend]
         if node.backend == "vm":
-            vm = images.vm_image_paths(image, node.layer, vm_dir(build))
+            vm = images.vm_image_paths(built[node.image], node.layer, vm_dir(build))
             xml = qemu_domain_xml(
                 p,
                 node,

@@ -254,6 +254,7 @@ class PcmkNode:
     shutdown: bool = False
     is_dc: bool = False
     container: str = ""  # guest nodes: the resource that runs them (id_as_resource)
+    feature_set: str = ""  # the CRM feature set crm_mon shows for it ("" where it shows none)
 
     @property
     def state(self) -> str:
@@ -289,6 +290,8 @@ class ClusterView:
     nodes: dict[str, PcmkNode] = field(default_factory=dict)
     resources: dict[str, PcmkResource] = field(default_factory=dict)
     stonith_enabled: bool = True
+    dc_version: str = ""  # the DC's Pacemaker, as crm_mon shows it
+    mixed_version: bool = False  # crm_mon's own word: the cluster nodes' versions differ
 
 
 def _flag(el: etree._Element, name: str) -> bool:
@@ -312,9 +315,11 @@ def parse_crm_mon(xml_text: str) -> ClusterView:
     dc_el = summary.find("current_dc") if summary is not None else None
     dc = None
     quorate = False
+    dc_version = ""
     if dc_el is not None and _flag(dc_el, "present"):
         dc = dc_el.get("name")
         quorate = _flag(dc_el, "with_quorum")
+        dc_version = dc_el.get("version", "")
     stonith = True
     opts = summary.find("cluster_options") if summary is not None else None
     if opts is not None:
@@ -331,6 +336,7 @@ def parse_crm_mon(xml_text: str) -> ClusterView:
             shutdown=_flag(n, "shutdown"),
             is_dc=_flag(n, "is_dc"),
             container=n.get("id_as_resource", ""),
+            feature_set=n.get("feature_set", ""),
         )
     resources: dict[str, PcmkResource] = {}
     for r in doc.iter("resource"):
@@ -342,7 +348,8 @@ def parse_crm_mon(xml_text: str) -> ClusterView:
             failed=_flag(r, "failed"),
             nodes=tuple(x.get("name", "") for x in r.iterfind("node")),
         )
-    return ClusterView(dc, quorate, nodes, resources, stonith)
+    mixed = dc_el is not None and _flag(dc_el, "mixed_version")
+    return ClusterView(dc, quorate, nodes, resources, stonith, dc_version, mixed)
 
 
 def not_ready(view: ClusterView, expected: dict[str, str]) -> dict[str, str]:

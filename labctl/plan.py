@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from labctl.errors import UsageError
-from labctl.spec import LabSpec, Role
+from labctl.spec import DEFAULT_IMAGE, LabSpec, Role
 
 # Labs take /24s out of this block, one each, skipping any in use on the host.
 SUPERNET = ipaddress.IPv4Network("10.213.0.0/16")
@@ -71,6 +71,7 @@ class NodePlan:
     layer: str  # image layer: "cluster" or "remote"
     dir: Path  # per-node state: upper/work dirs, root mount point
     backend: str = "lxc"  # "lxc" (container) or "vm"
+    image: str = DEFAULT_IMAGE  # the built image its lower layers come from
 
     @property
     def volume(self) -> str:
@@ -137,6 +138,16 @@ class LabPlan:
         return NETWORK_PREFIX + self.spec.name
 
     @property
+    def images(self) -> tuple[str, ...]:
+        """The built images the lab's nodes are made from, cluster nodes' first."""
+        return tuple(dict.fromkeys(n.image for n in self.nodes))
+
+    @property
+    def mixed(self) -> bool:
+        """Whether the nodes are made from more than one image (a mixed-version lab)."""
+        return len(self.images) > 1
+
+    @property
     def vm_nodes(self) -> tuple[NodePlan, ...]:
         return tuple(n for n in self.nodes if n.backend == "vm")
 
@@ -184,8 +195,15 @@ def node_mac(index: int, host: int) -> str:
     return f"52:54:00:{0xD5 + (host >> 8):02x}:{index:02x}:{host & 0xFF:02x}"
 
 
-def make_plan(spec: LabSpec, subnet_index: int, state_dir: Path) -> LabPlan:
-    """The full, deterministic layout of a lab: same inputs, same plan."""
+def make_plan(
+    spec: LabSpec,
+    subnet_index: int,
+    state_dir: Path,
+    node_images: Mapping[str, str] | None = None,
+) -> LabPlan:
+    """The full, deterministic layout of a lab: same inputs, same plan. NODE_IMAGES
+    (node name -> image, from the lab's record) overrides what SPEC says per role."""
+    node_images = node_images or {}
     subnet = lab_subnet(subnet_index, lab_prefix(spec))
     network = NetworkPlan(
         name=network_name(spec.name),
@@ -220,6 +238,7 @@ def make_plan(spec: LabSpec, subnet_index: int, state_dir: Path) -> LabPlan:
                     layer=ROLE_LAYER[role],
                     dir=lab_dir / "nodes" / name,
                     backend="vm" if vm else "lxc",
+                    image=node_images.get(name, spec.image_of(role)),
                 )
             )
     return LabPlan(spec=spec, network=network, nodes=tuple(nodes), dir=lab_dir)

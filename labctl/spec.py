@@ -48,10 +48,22 @@ class LabSpec:
     cloud_image: str | None = None  # a user's qcow2 (path or URL) for the VM nodes
     image_checksum: str | None = None  # "sha256:HEX" or "sha512:HEX"
     pacemaker: str | None = None  # a Pacemaker source tree the nodes run a build of
+    # The built image of the remote and guest nodes when it is not IMAGE (a mixed lab);
+    # IMAGE is then the cluster nodes' image.
+    remote_image: str | None = None
 
     @property
     def total_nodes(self) -> int:
         return self.nodes + self.cluster_nodes
+
+    def image_of(self, role: Role) -> str:
+        """The built image nodes of ROLE are made from."""
+        return self.remote_image if self.remote_image and role != "cluster" else self.image
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """The built images the lab's nodes are made from: one, or two in a mixed lab."""
+        return (self.image,) if self.remote_image is None else (self.image, self.remote_image)
 
 
 def validate_name(name: str) -> str:
@@ -86,15 +98,18 @@ def make_spec(
     cluster_nodes: int | None = None,
     backend: str = "lxc",
     network: str = "isolated",
-    image: str = DEFAULT_IMAGE,
+    image: str | None = None,
     memory_mib: int = 512,
     vcpus: int = 1,
     remote_port: int = 3121,
     fencing: bool = False,
     image_checksum: str | None = None,
     pacemaker: str | None = None,
+    cluster_image: str | None = None,
+    remote_image: str | None = None,
 ) -> LabSpec:
-    """Validate raw user input into a LabSpec; every problem is a one-line UsageError."""
+    """Validate raw user input into a LabSpec; every problem is a one-line UsageError.
+    IMAGE sets every node's image; CLUSTER_IMAGE and REMOTE_IMAGE set one role's."""
     validate_name(name)
     if mode not in MODES:
         raise UsageError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
@@ -130,6 +145,7 @@ def make_spec(
         raise UsageError(f"--vcpus must be between 1 and 64 (got {vcpus})")
     if not 1 <= remote_port <= 65535:
         raise UsageError(f"--remote-port must be a TCP port, 1-65535 (got {remote_port})")
+    image, remote_image = role_images(mode, image, cluster_image, remote_image)
     cloud_image = None
     if is_image_ref(image):
         if backend != "vm":
@@ -148,6 +164,12 @@ def make_spec(
     if image_checksum is not None:
         image_checksum = str(parse_checksum(image_checksum))
     if pacemaker is not None:
+        if remote_image is not None:
+            raise UsageError(
+                f"--pacemaker DIR puts one build on every node, made for one image: it cannot "
+                f"go with cluster nodes on {image} and remote nodes on {remote_image} "
+                "(give one image, or leave out --pacemaker)"
+            )
         if cloud_image:
             raise UsageError(
                 "--pacemaker DIR needs labctl's own image: a cloud image (--image PATH|URL) "
@@ -174,4 +196,37 @@ def make_spec(
         cloud_image=cloud_image,
         image_checksum=image_checksum,
         pacemaker=pacemaker,
+        remote_image=remote_image,
     )
+
+
+def role_images(
+    mode: str, image: str | None, cluster_image: str | None, remote_image: str | None
+) -> tuple[str, str | None]:
+    """The cluster nodes' image and, in a mixed lab, the remote/guest nodes' (else None),
+    from --image (both roles) and --cluster-image/--remote-image (one role each); pure."""
+    if image is not None and cluster_image is not None and remote_image is not None:
+        raise UsageError(
+            "--image sets both roles' images: give --image, or --cluster-image and "
+            "--remote-image, not all three"
+        )
+    if mode == "cluster" and remote_image is not None:
+        raise UsageError(
+            "--remote-image is for remote and guest nodes, and a cluster-mode lab has none: "
+            "use --image or --cluster-image"
+        )
+    for option, value in (("--cluster-image", cluster_image), ("--remote-image", remote_image)):
+        if value is not None and is_image_ref(value):
+            raise UsageError(
+                f"{option} takes a built image's name (see `labctl image list`), not "
+                f"{redact(value)}: a cloud image goes with --image alone"
+            )
+    if image is not None and is_image_ref(image) and (cluster_image or remote_image):
+        raise UsageError(
+            f"--image {redact(image)} is a cloud image: it cannot go with --cluster-image "
+            "or --remote-image, which name built images"
+        )
+    base = image if image is not None else DEFAULT_IMAGE
+    cluster = cluster_image or base
+    remote = remote_image or base
+    return cluster, (remote if remote != cluster and mode != "cluster" else None)

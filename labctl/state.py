@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from labctl.cloudimage import redact
@@ -28,9 +28,10 @@ class LabRecord:
     state: str  # creating, up, failed
     created: str
     build: str | None = None  # IMAGE/NAME of the Pacemaker build the nodes run, if any
+    node_images: dict[str, str] = field(default_factory=dict)  # node -> its built image
 
     def plan(self, state_dir: Path) -> LabPlan:
-        return make_plan(self.spec, self.subnet_index, state_dir)
+        return make_plan(self.spec, self.subnet_index, state_dir, self.node_images)
 
 
 def write_record(
@@ -42,6 +43,7 @@ def write_record(
         state=state,
         created=created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         build=build,
+        node_images={n.name: n.image for n in plan.nodes},
     )
     spec = dataclasses.asdict(rec.spec)
     if spec["cloud_image"]:
@@ -52,6 +54,7 @@ def write_record(
         "state": rec.state,
         "created": rec.created,
         "build": rec.build,
+        "node_images": rec.node_images,
     }
     tmp = plan.record.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -70,15 +73,21 @@ def read_record(state_dir: Path, name: str) -> LabRecord | None:
     recorded = data.get("spec", {}).get("name") if isinstance(data, dict) else None
     if recorded != name:
         raise LabctlError(f"{path} names lab {recorded!r}, not {name!r}: not using it")
-    if not is_image_name(str(data["spec"].get("image", DEFAULT_IMAGE))):
-        # It becomes a path under images/ and builds/ (deploy builds there).
-        raise LabctlError(f"{path} names image {data['spec']['image']!r}: not using it")
+    node_images = data.get("node_images") or {}
+    named = [data["spec"].get("image", DEFAULT_IMAGE), data["spec"].get("remote_image")]
+    if not isinstance(node_images, dict):
+        raise LabctlError(f"{path}: node_images is not a mapping: not using it")
+    for image in [*(i for i in named if i is not None), *node_images.values()]:
+        if not is_image_name(str(image)):
+            # It becomes a path under images/ and builds/ (deploy builds there).
+            raise LabctlError(f"{path} names image {image!r}: not using it")
     return LabRecord(
         spec=LabSpec(**data["spec"]),
         subnet_index=data["subnet_index"],
         state=data["state"],
         created=data["created"],
         build=data.get("build"),
+        node_images={str(k): str(v) for k, v in node_images.items()},
     )
 
 
