@@ -381,11 +381,13 @@ def list_(state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False) -> N
         out.print_json(json.dumps([dataclasses.asdict(s) for s in labs]))
         return
     t = Table()
-    for col in ("lab", "state", "mode", "backend", "subnet", "nodes"):
+    for col in ("lab", "state", "mode", "backend", "subnet", "nodes", "images"):
         t.add_column(col)
     for s in labs:
         running = sum(n.domain == "running" for n in s.nodes)
-        t.add_row(s.name, s.state, s.mode, s.backend, s.subnet, f"{running}/{len(s.nodes)} running")
+        imgs = ", ".join(s.images) + (" (mixed)" if s.mixed else "")
+        nodes = f"{running}/{len(s.nodes)} running"
+        t.add_row(s.name, s.state, s.mode, s.backend, s.subnet, nodes, imgs)
     out.print(t)
 
 
