@@ -56,3 +56,43 @@ def test_debian13_three_node_lab_with_fencing_passes_cts_and_down_leaves_nothing
 
     labctl("down", lab)
     assert _of_lab(host_state(), lab) == _of_lab(before, lab)
+
+
+def test_mixed_lab_of_debian12_cluster_and_debian13_remotes_is_online_and_says_so(labs, before):
+    # Here, not in a module of its own: it shares the debian13 image build above.
+    labctl("image", "build", "debian13", timeout=1800)
+    lab = labs.name()
+    up = labctl_json(
+        "up",
+        "--nodes",
+        "2",
+        "--mode",
+        "remote",
+        "--cluster-image",
+        "debian12",
+        "--remote-image",
+        "debian13",
+        "--name",
+        lab,
+    )
+    nodes = {n["name"]: n for n in up["nodes"]}
+    want = {
+        f"{lab}-c1": ("cluster", "Online", "debian12", "2.1.5"),
+        f"{lab}-c2": ("cluster", "Online", "debian12", "2.1.5"),
+        f"{lab}-r1": ("remote", "RemoteOnline", "debian13", "3.0.0"),
+        f"{lab}-r2": ("remote", "RemoteOnline", "debian13", "3.0.0"),
+    }
+    assert {k: (n["role"], n["pacemaker"], n["image"], n["version"]) for k, n in nodes.items()} == (
+        want
+    )
+    assert up["mixed"] and up["images"] == ["debian12", "debian13"]
+    assert up["dc_version"].startswith("2.1.5")
+    # crm_mon's feature set, as the DC's crm_mon shows it (2.1.5's: for cluster nodes).
+    assert all(nodes[f"{lab}-c{i}"]["feature_set"].startswith("3.") for i in (1, 2))
+    assert any(note.startswith("mixed-version lab: Pacemaker 2.1.5") for note in up["notes"])
+
+    text = labctl("status", lab).stdout
+    assert "mixed Pacemaker versions" in text and "2.1.5" in text and "3.0.0" in text
+
+    labctl("down", lab)
+    assert _of_lab(host_state(), lab) == _of_lab(before, lab)
