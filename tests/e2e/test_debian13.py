@@ -1,8 +1,10 @@
 """The debian13 image (trixie, Pacemaker 3.0.0): a 3-node lab with real fencing passes CTS
-in the 3.0 dialect. One test, kept cheap: the image is built once if missing, 2 iterations."""
+in the 3.0 dialect, and a mixed lab (debian12 cluster, debian13 remote nodes) comes online.
+Kept cheap: the image is built once if missing and shared, CTS runs 2 iterations."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from .conftest import HostState, host_state, labctl, labctl_json
@@ -10,18 +12,14 @@ from .conftest import HostState, host_state, labctl, labctl_json
 
 def _of_lab(s: HostState, lab: str) -> HostState:
     """What of the host's state is named after LAB (everything labctl makes for it is):
-    other users' labs on a shared host may come and go meanwhile."""
-
-    def mine(items: frozenset[str]) -> frozenset[str]:
-        return frozenset(i for i in items if lab in i)
-
-    return HostState(
-        domains=mine(s.domains),
-        networks=mine(s.networks),
-        pools=mine(s.pools),
-        mounts=mine(s.mounts),
-        lab_dirs=mine(s.lab_dirs),
-        fence_virtds=mine(s.fence_virtds),
+    other users' labs on a shared host may come and go meanwhile. Every field of
+    HostState, whichever it has."""
+    return dataclasses.replace(
+        s,
+        **{
+            f.name: frozenset(i for i in getattr(s, f.name) if lab in i)
+            for f in dataclasses.fields(s)
+        },
     )
 
 
