@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from labctl import (
     capacity,
+    cgroups,
     cloudimage,
     cloudinit,
     fencing,
@@ -1001,6 +1002,7 @@ def _down(name: str, state_dir: Path, fast: bool = True) -> DownReport:
             "kept its VM domains, their disks, the network and the lab directory; "
             f"`labctl down {name}` again once it answers"
         )
+    cgroups.remove_leftovers(_node_names(name, state_dir, doms))
     with virt.connection(virt.default_uri("lxc")) as conn:
         found_net = virt.remove_network(conn, plan.network_name(name))
         virt.remove_pool(conn, plan.network_name(name))
@@ -1022,6 +1024,19 @@ def _down(name: str, state_dir: Path, fast: bool = True) -> DownReport:
     if not missed:
         collect_vm_garbage(state_dir)  # the lab's VM disks may have been the last users
     return DownReport(name, sorted(removed), found_net, n_mounts, had_dir)
+
+
+def _node_names(name: str, state_dir: Path, doms: list[virt.DomainInfo]) -> set[str]:
+    """Lab NAME's node names: its domains', and its record's (a guest the cluster
+    stopped has no domain, but may have had containers before)."""
+    names = {d.name for d in doms}
+    try:
+        rec = state.read_record(state_dir, name)
+    except LabctlError:
+        rec = None
+    if rec is not None:
+        names |= {n.name for n in rec.plan(state_dir).nodes}
+    return names
 
 
 def _may_have_vms(name: str, state_dir: Path, lab_dirs: set[Path]) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from labctl.plan import LabPlan, NodePlan
-from labctl.xml import Mount
+from labctl.render import template_text
+from labctl.xml import LXC_INIT, Mount
 
 HOST_LIBVIRT_RUN = "/run/libvirt"
 # Where a cluster node sees the host's /run/libvirt. Not /run/libvirt itself:
@@ -112,6 +113,8 @@ def node_files(
         NodeFile("/root/.ssh/id_ed25519", lab_key_private, 0o600),
         NodeFile("/root/.ssh/known_hosts", known_hosts.encode(), 0o600),
     ]
+    if node.backend == "lxc":
+        files.append(NodeFile(LXC_INIT, template_text("labctl-init").encode(), 0o755))
     if node.role == "cluster":
         files.append(NodeFile(COROSYNC_DROPIN, COROSYNC_AFTER_FENCING.encode()))
         files += [

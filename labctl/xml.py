@@ -100,6 +100,12 @@ def _lifecycle() -> list[etree._Element]:
     ]
 
 
+# A container's PID 1 on a hybrid-cgroup host (templates/labctl-init, which
+# provision writes into every container's root): it keeps the container's
+# systemd in its own cgroups.
+LXC_INIT = "/usr/local/sbin/labctl-init"
+
+
 def lxc_domain_xml(
     plan: LabPlan,
     node: NodePlan,
@@ -111,7 +117,9 @@ def lxc_domain_xml(
     os_children = [E.type("exe"), E.init("/sbin/init")]
     if legacy_cgroups:
         # On a hybrid-cgroup host a container's systemd must not mount cgroup2:
-        # it would create its units in the host's shared cgroup2 root.
+        # it would create its units in the host's shared cgroup2 root. Its init
+        # is labctl's wrapper, which first joins the container's own groups.
+        os_children = [E.type("exe"), E.init(LXC_INIT)]
         os_children += [
             E.initarg("systemd.unified_cgroup_hierarchy=0"),
             E.initarg("systemd.legacy_systemd_cgroup_controller=1"),
