@@ -254,9 +254,10 @@ def conn_name(conn: libvirt.virConnect) -> str:
         return "the libvirt connection"
 
 
-# Seen when some twenty containers start at once, and at 60 or more now and then
-# twice in a row: libvirt_lxc fails to join a cgroup it has just made ("Unable to
-# write to .../tasks"); the cause is not established (docs/host.md). A later try works.
+# libvirt_lxc fails to join a cgroup it has just made ("Unable to write to
+# .../tasks") when a container's systemd at the shared cgroup root removes it
+# first. labctl's own containers no longer do (templates/labctl-init); containers
+# of an older labctl, or of anything else, still may (docs/host.md). A later try works.
 _RETRYABLE = "Failure in libvirt_lxc startup"
 START_ATTEMPTS = 4
 
