@@ -26,6 +26,7 @@ from labctl import (
     mounts,
     pcmkbuild,
     plan,
+    proc,
     safety,
     secrets,
     ssh,
@@ -37,12 +38,15 @@ from labctl import pacemaker as pcmk
 from labctl.errors import HostError, LabctlError, NotFoundError, UsageError
 from labctl.plan import LabPlan, NodePlan
 from labctl.provision import (
+    BOOT_UNITS,
     DEFAULT_DIR_MODE,
     DIR_MODES,
     FORMED_MARKER,
+    cluster_boot_files,
     host_mounts,
     known_hosts_lines,
     node_files,
+    preseeded,
 )
 from labctl.spec import LabSpec, is_lab_name, validate_name
 from labctl.xml import lxc_domain_xml, network_xml, pool_xml, qemu_domain_xml, volume_xml
@@ -537,6 +541,10 @@ def _create(
     legacy = host.cgroup_layout() == "hybrid"
     emulated = bool(p.vm_nodes) and not host.kvm_status()[0]
     hostname = host.host_name()
+    fence_key = None
+    if p.spec.fencing:  # before the roots: container cluster nodes boot with it
+        fence_key = secrets.random_bytes(fencing.KEY_BYTES)
+        secrets.write_secret(fencing.fence_plans(p, virt.default_uri)[0].key_file, fence_key)
 
     def files_of(node: NodePlan) -> list:
         hk_priv, hk_pub = host_keys[node.name]
@@ -575,6 +583,8 @@ def _create(
             return
         mounts.mount_overlay(lowers(image, build, node.layer), node.upper, node.work, node.root)
         write_files(node.root, files_of(node))
+        if preseeded(node):
+            preseed_cluster_node(p, node, fence_key)
 
     with reporter.phase("roots"):
         if p.vm_nodes:
@@ -697,6 +707,18 @@ def guest_config(p: LabPlan, node: NodePlan) -> Path:
     return p.xml_dir / f"{node.name}.xml"
 
 
+def preseed_cluster_node(p: LabPlan, node: NodePlan, fence_key: bytes | None) -> None:
+    """Corosync's configuration and key, the fence key and a first CIB in a container
+    cluster node's root before it first boots, and its stack enabled: the cluster
+    forms while labctl waits for SSH. The CIB is made by the node's own Pacemaker
+    tools (chrooted, as `start_pacemaker` does over SSH for VMs)."""
+    _, corokey = stack.lab_keys(p)
+    write_files(node.root, cluster_boot_files(pcmk.corosync_conf(p, True), corokey, fence_key))
+    props = pcmk.lab_properties(p.spec.fencing, p.spec.mode == "guest")
+    script = f"{pcmk.seed_cib_command(props)} && systemctl enable -q {' '.join(BOOT_UNITS)}"
+    proc.run(["chroot", str(node.root), "sh", "-c", script], where="host", timeout=60.0)
+
+
 def start_pacemaker(p: LabPlan, reporter: Reporter, conns: Conns) -> pcmk.ClusterView:
     """Keys and config on every node, the cluster formed, remote nodes registered, all online."""
     authkey, corokey = stack.lab_keys(p)
@@ -705,18 +727,21 @@ def start_pacemaker(p: LabPlan, reporter: Reporter, conns: Conns) -> pcmk.Cluste
     fps = fencing.fence_plans(p, virt.default_uri)
     # Cluster nodes are all VMs or all containers; VMs under TCG: see corosync_conf.
     realtime = cluster[0].backend == "lxc" or host.kvm_status()[0]
-    key_file = fps[0].key_file
+    key_file = fps[0].key_file  # written by _up, before the roots
     if p.spec.fencing:
-        secrets.write_secret(key_file, secrets.random_bytes(fencing.KEY_BYTES))
         with reporter.phase("fence_virtd started"):
             for fp in fps:
                 fencing.start(p, fp)
 
     def start_cluster_node(node: NodePlan) -> None:
         with connect(p, node) as c:
-            stack.setup_cluster_node(c, p, authkey, corokey, realtime)
-            if p.spec.fencing:
-                stack.push_secret(c, key_file.read_bytes(), fencing.NODE_KEY_PATH)
+            if preseeded(node):
+                # Its stack started at boot; remote nodes wait for this key.
+                stack.push_authkey(c, authkey)
+            else:
+                stack.setup_cluster_node(c, p, authkey, corokey, realtime)
+                if p.spec.fencing:
+                    stack.push_secret(c, key_file.read_bytes(), fencing.NODE_KEY_PATH)
             stack.start_cluster_node(c)
 
     def prepare_other(node: NodePlan) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from labctl import fencing
+from labctl import pacemaker as pcmk
 from labctl.plan import LabPlan, NodePlan
 from labctl.render import template_text
 from labctl.xml import LXC_INIT, Mount
@@ -129,4 +131,29 @@ def node_files(
                 f"L {HOST_LIBVIRT_RUN} - - - - {NODE_HOST_LIBVIRT}\n".encode(),
             )
         )
+    return files
+
+
+# A container cluster node's stack starts at boot: labctl writes these into its
+# root before it first boots (lab.preseed_cluster_node), and enables the units.
+BOOT_UNITS = ("corosync.service", "pacemaker.service")
+
+
+def preseeded(node: NodePlan) -> bool:
+    """Whether NODE gets its cluster stack before it boots: container cluster nodes.
+    A VM copies its seed disk's files at boot, too late for units starting with it."""
+    return node.role == "cluster" and node.backend == "lxc"
+
+
+def cluster_boot_files(
+    corosync_conf: str, corosync_key: bytes, fence_key: bytes | None
+) -> list[NodeFile]:
+    """What corosync and fence_xvm need on a cluster node before its first start.
+    Not Pacemaker's authkey: only remote connections use it, and it goes over SSH."""
+    files = [
+        NodeFile(pcmk.COROSYNC_CONF, corosync_conf.encode()),
+        NodeFile(pcmk.COROSYNC_AUTHKEY, corosync_key, 0o400),
+    ]
+    if fence_key is not None:
+        files.append(NodeFile(fencing.NODE_KEY_PATH, fence_key, 0o600))
     return files
