@@ -73,6 +73,11 @@ class NodeFile:
     mode: int = 0o644
 
 
+def lxc_init_file() -> NodeFile:
+    """A container's PID 1 on a hybrid-cgroup host (xml.LXC_INIT)."""
+    return NodeFile(LXC_INIT, template_text("labctl-init").encode(), 0o755)
+
+
 def hosts_file(plan: LabPlan, host_name: str) -> str:
     """/etc/hosts of every node: all lab nodes, and the host itself on the lab bridge.
 
@@ -116,7 +121,7 @@ def node_files(
         NodeFile("/root/.ssh/known_hosts", known_hosts.encode(), 0o600),
     ]
     if node.backend == "lxc":
-        files.append(NodeFile(LXC_INIT, template_text("labctl-init").encode(), 0o755))
+        files.append(lxc_init_file())
     if node.role == "cluster":
         files.append(NodeFile(COROSYNC_DROPIN, COROSYNC_AFTER_FENCING.encode()))
         files += [
