@@ -323,6 +323,21 @@ def remove_domain(conn: libvirt.virConnect, name: str, kill_init: bool = False) 
     return True
 
 
+def crash_domain(conn: libvirt.virConnect, name: str) -> None:
+    """Stop domain NAME as a crash or a power cut would: nothing in it gets to act.
+
+    A VM's destroy is that. A container's is not: libvirt's LXC driver sends
+    SIGTERM to every process in the container's cgroup and SIGKILL 1.6 s later,
+    so a guest's pacemaker_remote leaves the cluster cleanly. Of a paused
+    container, libvirt SIGKILLs every process at once: pause, then destroy."""
+    with _call("lookupByName", f"domain {name}"):
+        dom = conn.lookupByName(name)
+    with _call("destroy", f"domain {name}"):
+        if conn.getType() == "LXC":
+            dom.suspend()
+        dom.destroy()
+
+
 def driver_ok(uri: str) -> tuple[bool, str]:
     """Whether a connection to URI opens, and what it said."""
     try:
