@@ -746,7 +746,9 @@ def start_pacemaker(p: LabPlan, reporter: Reporter, conns: Conns) -> pcmk.Cluste
 
     def prepare_other(node: NodePlan) -> None:
         with connect(p, node) as c:
-            stack.setup_remote_node(c, authkey, p.spec.remote_port, len(p.nodes))
+            stack.setup_remote_node(
+                c, authkey, p.spec.remote_port, len(p.nodes), vm=node.backend == "vm"
+            )
         # A prepared guest is left running: the cluster, which never probes a
         # guest's domain (pcmk.no_discovery), takes it over with its first start
         # (VirtualDomain finds it running: "already running"), and from then on

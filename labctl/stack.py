@@ -55,11 +55,14 @@ def start_cluster_node(c: ssh.Connection) -> None:
     c.run("systemctl enable --now corosync.service pacemaker.service")
 
 
-def setup_remote_node(c: ssh.Connection, authkey: bytes, port: int, lab_nodes: int = 1) -> None:
+def setup_remote_node(
+    c: ssh.Connection, authkey: bytes, port: int, lab_nodes: int = 1, vm: bool = False
+) -> None:
     """pacemaker_remote installed, keyed, enabled, running and listening on PORT.
 
     LAB_NODES: how many nodes are set up at once; past 20 each adds a second to
-    the wait (a hundred restarts at once on a busy 2-core host passed 30 s)."""
+    the wait (a hundred restarts at once on a busy 2-core host passed 30 s). VM:
+    the node is a VM, which under TCG once took longer than 30 s after its boot."""
     c.run(pcmk.ensure_package_command("pacemaker-remote", "pacemaker-remoted"))
     push_authkey(c, authkey)
     if port != 3121:
@@ -69,10 +72,12 @@ def setup_remote_node(c: ssh.Connection, authkey: bytes, port: int, lab_nodes: i
         )
     # Restart: a daemon that started at boot before the key existed must read it.
     c.run("systemctl enable pacemaker_remote.service && systemctl restart pacemaker_remote.service")
-    wait_listening(c, port, LISTEN_TIMEOUT + max(0, lab_nodes - 20))
+    base = VM_LISTEN_TIMEOUT if vm else LISTEN_TIMEOUT
+    wait_listening(c, port, base + max(0, lab_nodes - 20))
 
 
 LISTEN_TIMEOUT = 30.0
+VM_LISTEN_TIMEOUT = 120.0
 
 
 def wait_listening(c: ssh.Connection, port: int, timeout: float = LISTEN_TIMEOUT) -> None:

@@ -21,6 +21,16 @@ def _guest_states(lab: str) -> dict[str, str]:
     }
 
 
+def _domain_id(name: str) -> int | None:
+    conn = libvirt.open("lxc:///")
+    try:
+        return conn.lookupByName(name).ID()
+    except libvirt.libvirtError:
+        return None
+    finally:
+        conn.close()
+
+
 def test_guest_mode_guests_online_run_a_resource_and_recover_from_destroy(labs, before):
     lab = labs.name()
     up = labctl_json("up", "--nodes", "3", "--mode", "guest", "--name", lab)
@@ -66,17 +76,19 @@ def test_guest_mode_guests_online_run_a_resource_and_recover_from_destroy(labs, 
 
     # Crash a guest behind the cluster's back: the cluster notices and brings it back.
     # (Not a plain destroy: libvirt's LXC destroy lets pacemaker_remote leave cleanly.)
+    # The cluster may restart it within a second, before any status call sees it
+    # offline: a new instance of the domain is what shows it came back.
     conn = libvirt.open("lxc:///")
     try:
+        first = conn.lookupByName(guests[2]).ID()
         virt.crash_domain(conn, guests[2])
     finally:
         conn.close()
     deadline = time.monotonic() + 60
-    seen_offline = False
     while True:
+        again = _domain_id(guests[2])
         state = _guest_states(lab)[guests[2]]
-        seen_offline = seen_offline or state != "GuestOnline"
-        if seen_offline and state == "GuestOnline":
+        if again not in (None, first) and state == "GuestOnline":
             break
         assert time.monotonic() < deadline, f"{guests[2]} did not come back: {state}"
         time.sleep(0.5)
