@@ -68,6 +68,17 @@ def _fence_virtds() -> frozenset[str]:
     return frozenset(out)
 
 
+def domain_id(name: str, uri: str = "lxc:///") -> int | None:
+    """The running domain NAME's id (a new one after each start), None if none."""
+    conn = libvirt.open(uri)
+    try:
+        return conn.lookupByName(name).ID()
+    except libvirt.libvirtError:
+        return None
+    finally:
+        conn.close()
+
+
 def _container_cgroups() -> frozenset[str]:
     roots = cgroups.v1_mounts(Path("/proc/self/mounts").read_text())
     return frozenset(str(g) for r in roots for g in cgroups.container_groups(r, None))

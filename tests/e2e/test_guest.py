@@ -9,7 +9,7 @@ import libvirt
 from labctl import pacemaker as pcmk
 from labctl import virt
 
-from .conftest import host_state, labctl, labctl_json
+from .conftest import domain_id, host_state, labctl, labctl_json
 from .test_pacemaker import crm_mon
 
 
@@ -19,16 +19,6 @@ def _guest_states(lab: str) -> dict[str, str]:
         for n in labctl_json("status", lab)["nodes"]
         if n["role"] == "guest"
     }
-
-
-def _domain_id(name: str) -> int | None:
-    conn = libvirt.open("lxc:///")
-    try:
-        return conn.lookupByName(name).ID()
-    except libvirt.libvirtError:
-        return None
-    finally:
-        conn.close()
 
 
 def test_guest_mode_guests_online_run_a_resource_and_recover_from_destroy(labs, before):
@@ -86,7 +76,7 @@ def test_guest_mode_guests_online_run_a_resource_and_recover_from_destroy(labs, 
         conn.close()
     deadline = time.monotonic() + 60
     while True:
-        again = _domain_id(guests[2])
+        again = domain_id(guests[2])
         state = _guest_states(lab)[guests[2]]
         if again not in (None, first) and state == "GuestOnline":
             break
