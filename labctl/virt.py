@@ -327,7 +327,7 @@ def crash_domain(conn: libvirt.virConnect, name: str) -> None:
     """Stop domain NAME as a crash or a power cut would: nothing in it gets to act.
 
     A VM's destroy is that. A container's is not: libvirt's LXC driver sends
-    SIGTERM to every process in the container's cgroup and SIGKILL 1.6 s later,
+    SIGTERM to every process in the container's cgroup and SIGKILL about 1.6 s later,
     so a guest's pacemaker_remote leaves the cluster cleanly. Of a paused
     container, libvirt SIGKILLs every process at once: pause, then destroy."""
     with _call("lookupByName", f"domain {name}"):
