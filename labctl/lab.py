@@ -1053,27 +1053,31 @@ def _down(name: str, state_dir: Path, fast: bool = True) -> DownReport:
     return DownReport(name, sorted(removed), found_net, n_mounts, had_dir)
 
 
+def _recorded_plan(name: str, state_dir: Path) -> LabPlan | None:
+    """Lab NAME's plan from its record, for teardown: None if there is none, or
+    none usable (`down` works from libvirt's view then)."""
+    try:
+        rec = state.read_record(state_dir, name)
+    except LabctlError:
+        return None
+    return rec.plan(state_dir) if rec is not None else None
+
+
 def _node_names(name: str, state_dir: Path, doms: list[virt.DomainInfo]) -> set[str]:
     """Lab NAME's node names: its domains', and its record's (a guest the cluster
     stopped has no domain, but may have had containers before)."""
     names = {d.name for d in doms}
-    try:
-        rec = state.read_record(state_dir, name)
-    except LabctlError:
-        rec = None
-    if rec is not None:
-        names |= {n.name for n in rec.plan(state_dir).nodes}
+    p = _recorded_plan(name, state_dir)
+    if p is not None:
+        names |= {n.name for n in p.nodes}
     return names
 
 
 def _may_have_vms(name: str, state_dir: Path, lab_dirs: set[Path]) -> bool:
     """Lab NAME has, or may have, VM nodes: its record says so, it has a storage
     pool, or a lab directory of it has a disks directory."""
-    try:
-        rec = state.read_record(state_dir, name)
-    except LabctlError:
-        rec = None
-    if rec is not None and rec.plan(state_dir).vm_nodes:
+    p = _recorded_plan(name, state_dir)
+    if p is not None and p.vm_nodes:
         return True
     if any((d / "disks").exists() for d in lab_dirs):
         return True

@@ -114,12 +114,12 @@ def lxc_domain_xml(
     mounts: tuple[Mount, ...] = (),
 ) -> str:
     """An LXC system container booting systemd from the node's overlay root."""
-    os_children = [E.type("exe"), E.init("/sbin/init")]
+    # On a hybrid-cgroup host init is labctl's wrapper, which first joins the
+    # container's own groups.
+    os_children = [E.type("exe"), E.init(LXC_INIT if legacy_cgroups else "/sbin/init")]
     if legacy_cgroups:
         # On a hybrid-cgroup host a container's systemd must not mount cgroup2:
-        # it would create its units in the host's shared cgroup2 root. Its init
-        # is labctl's wrapper, which first joins the container's own groups.
-        os_children = [E.type("exe"), E.init(LXC_INIT)]
+        # it would create its units in the host's shared cgroup2 root.
         os_children += [
             E.initarg("systemd.unified_cgroup_hierarchy=0"),
             E.initarg("systemd.legacy_systemd_cgroup_controller=1"),

@@ -4,10 +4,6 @@ import os
 from pathlib import Path
 
 from labctl import cgroups
-from labctl.plan import make_plan
-from labctl.provision import node_files
-from labctl.spec import make_spec
-from labctl.xml import LXC_INIT
 
 MOUNTS = """\
 tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0
@@ -73,25 +69,3 @@ def test_remove_leftovers_walks_every_v1_hierarchy(tmp_path):
     assert cgroups.remove_leftovers(["demo-c1"], mounts) == 2
     assert sorted(os.listdir(tmp_path / "pids" / "machine")) == ["keep"]
     assert cgroups.remove_leftovers([], mounts) == 0
-
-
-def test_containers_get_the_init_wrapper_vms_do_not():
-    def files(backend: str, image: str) -> dict[str, tuple[bytes, int]]:
-        p = make_plan(
-            make_spec("demo", 1, mode="remote", backend=backend, image=image), 1, Path("/s")
-        )
-        out = node_files(
-            p,
-            p.nodes[-1],
-            host_name="h",
-            host_key_private=b"k",
-            host_key_public="ssh-ed25519 K",
-            lab_key_private=b"k",
-            lab_key_public="ssh-ed25519 L",
-            known_hosts="",
-        )
-        return {f.path: (f.data, f.mode) for f in out}
-
-    data, mode = files("lxc", "debian12")[LXC_INIT]
-    assert mode == 0o755 and data.startswith(b"#!/bin/sh\n") and b"exec /sbin/init" in data
-    assert LXC_INIT not in files("vm", "/c.qcow2")

@@ -5,8 +5,9 @@ from pathlib import Path
 from labctl import fencing
 from labctl import pacemaker as pcmk
 from labctl.plan import make_plan
-from labctl.provision import cluster_boot_files, preseeded
+from labctl.provision import cluster_boot_files, node_files, preseeded
 from labctl.spec import make_spec
+from labctl.xml import LXC_INIT
 
 
 def test_only_container_cluster_nodes_are_preseeded():
@@ -27,3 +28,25 @@ def test_boot_files_are_corosyncs_and_the_fence_key_never_pacemakers_authkey():
     assert pcmk.AUTHKEY_PATH not in files  # remote connections' key goes over SSH
     without = {f.path for f in cluster_boot_files("totem {}\n", b"C", None)}
     assert fencing.NODE_KEY_PATH not in without
+
+
+def test_containers_get_the_init_wrapper_vms_do_not():
+    def files(backend: str, image: str) -> dict[str, tuple[bytes, int]]:
+        p = make_plan(
+            make_spec("demo", 1, mode="remote", backend=backend, image=image), 1, Path("/s")
+        )
+        out = node_files(
+            p,
+            p.nodes[-1],
+            host_name="h",
+            host_key_private=b"k",
+            host_key_public="ssh-ed25519 K",
+            lab_key_private=b"k",
+            lab_key_public="ssh-ed25519 L",
+            known_hosts="",
+        )
+        return {f.path: (f.data, f.mode) for f in out}
+
+    data, mode = files("lxc", "debian12")[LXC_INIT]
+    assert mode == 0o755 and data.startswith(b"#!/bin/sh\n") and b"exec /sbin/init" in data
+    assert LXC_INIT not in files("vm", "/c.qcow2")
