@@ -134,6 +134,8 @@ def _swap(p: LabPlan, image: images.Image, b: pcmkbuild.Build) -> None:
             for target in mounts.mounts_under(node.dir):
                 mounts.unmount(target)
             mounts.mount_overlay(lab.lowers(image, b, node.layer), node.upper, node.work, node.root)
+            # A lab made by a labctl without the init wrapper gets it now.
+            lab.write_files(node.root, [provision.lxc_init_file()])
 
         lab.parallel(stop, [n for n in p.nodes if n.backend == "lxc"])
 

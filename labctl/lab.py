@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from labctl import (
     capacity,
+    cgroups,
     cloudimage,
     cloudinit,
     fencing,
@@ -25,6 +26,7 @@ from labctl import (
     mounts,
     pcmkbuild,
     plan,
+    proc,
     safety,
     secrets,
     ssh,
@@ -36,12 +38,15 @@ from labctl import pacemaker as pcmk
 from labctl.errors import HostError, LabctlError, NotFoundError, UsageError
 from labctl.plan import LabPlan, NodePlan
 from labctl.provision import (
+    BOOT_UNITS,
     DEFAULT_DIR_MODE,
     DIR_MODES,
     FORMED_MARKER,
+    cluster_boot_files,
     host_mounts,
     known_hosts_lines,
     node_files,
+    preseeded,
 )
 from labctl.spec import LabSpec, is_lab_name, validate_name
 from labctl.xml import lxc_domain_xml, network_xml, pool_xml, qemu_domain_xml, volume_xml
@@ -574,6 +579,10 @@ def _create(
     legacy = host.cgroup_layout() == "hybrid"
     emulated = bool(p.vm_nodes) and not host.kvm_status()[0]
     hostname = host.host_name()
+    fence_key = None
+    if p.spec.fencing:  # before the roots: container cluster nodes boot with it
+        fence_key = secrets.random_bytes(fencing.KEY_BYTES)
+        secrets.write_secret(fencing.fence_plans(p, virt.default_uri)[0].key_file, fence_key)
 
     def files_of(node: NodePlan) -> list:
         hk_priv, hk_pub = host_keys[node.name]
@@ -614,6 +623,8 @@ def _create(
             lowers(built[node.image], build, node.layer), node.upper, node.work, node.root
         )
         write_files(node.root, files_of(node))
+        if preseeded(node):
+            preseed_cluster_node(p, node, fence_key)
 
     with reporter.phase("roots"):
         if p.vm_nodes:
@@ -736,6 +747,18 @@ def guest_config(p: LabPlan, node: NodePlan) -> Path:
     return p.xml_dir / f"{node.name}.xml"
 
 
+def preseed_cluster_node(p: LabPlan, node: NodePlan, fence_key: bytes | None) -> None:
+    """Corosync's configuration and key, the fence key and a first CIB in a container
+    cluster node's root before it first boots, and its stack enabled: the cluster
+    forms while labctl waits for SSH. The CIB is made by the node's own Pacemaker
+    tools (chrooted, as `start_pacemaker` does over SSH for VMs)."""
+    _, corokey = stack.lab_keys(p)
+    write_files(node.root, cluster_boot_files(pcmk.corosync_conf(p, True), corokey, fence_key))
+    props = pcmk.lab_properties(p.spec.fencing, p.spec.mode == "guest")
+    script = f"{pcmk.seed_cib_command(props)} && systemctl enable -q {' '.join(BOOT_UNITS)}"
+    proc.run(["chroot", str(node.root), "sh", "-c", script], where="host", timeout=60.0)
+
+
 def start_pacemaker(p: LabPlan, reporter: Reporter, conns: Conns) -> pcmk.ClusterView:
     """Keys and config on every node, the cluster formed, remote nodes registered, all online."""
     authkey, corokey = stack.lab_keys(p)
@@ -744,23 +767,28 @@ def start_pacemaker(p: LabPlan, reporter: Reporter, conns: Conns) -> pcmk.Cluste
     fps = fencing.fence_plans(p, virt.default_uri)
     # Cluster nodes are all VMs or all containers; VMs under TCG: see corosync_conf.
     realtime = cluster[0].backend == "lxc" or host.kvm_status()[0]
-    key_file = fps[0].key_file
+    key_file = fps[0].key_file  # written by _up, before the roots
     if p.spec.fencing:
-        secrets.write_secret(key_file, secrets.random_bytes(fencing.KEY_BYTES))
         with reporter.phase("fence_virtd started"):
             for fp in fps:
                 fencing.start(p, fp)
 
     def start_cluster_node(node: NodePlan) -> None:
         with connect(p, node) as c:
-            stack.setup_cluster_node(c, p, authkey, corokey, realtime)
-            if p.spec.fencing:
-                stack.push_secret(c, key_file.read_bytes(), fencing.NODE_KEY_PATH)
+            if preseeded(node):
+                # Its stack started at boot; remote nodes wait for this key.
+                stack.push_authkey(c, authkey)
+            else:
+                stack.setup_cluster_node(c, p, authkey, corokey, realtime)
+                if p.spec.fencing:
+                    stack.push_secret(c, key_file.read_bytes(), fencing.NODE_KEY_PATH)
             stack.start_cluster_node(c)
 
     def prepare_other(node: NodePlan) -> None:
         with connect(p, node) as c:
-            stack.setup_remote_node(c, authkey, p.spec.remote_port)
+            stack.setup_remote_node(
+                c, authkey, p.spec.remote_port, len(p.nodes), vm=node.backend == "vm"
+            )
         # A prepared guest is left running: the cluster, which never probes a
         # guest's domain (pcmk.no_discovery), takes it over with its first start
         # (VirtualDomain finds it running: "already running"), and from then on
@@ -1041,6 +1069,7 @@ def _down(name: str, state_dir: Path, fast: bool = True) -> DownReport:
             "kept its VM domains, their disks, the network and the lab directory; "
             f"`labctl down {name}` again once it answers"
         )
+    cgroups.remove_leftovers(_node_names(name, state_dir, doms))
     with virt.connection(virt.default_uri("lxc")) as conn:
         found_net = virt.remove_network(conn, plan.network_name(name))
         virt.remove_pool(conn, plan.network_name(name))
@@ -1064,14 +1093,31 @@ def _down(name: str, state_dir: Path, fast: bool = True) -> DownReport:
     return DownReport(name, sorted(removed), found_net, n_mounts, had_dir)
 
 
-def _may_have_vms(name: str, state_dir: Path, lab_dirs: set[Path]) -> bool:
-    """Lab NAME has, or may have, VM nodes: its record says so, it has a storage
-    pool, or a lab directory of it has a disks directory."""
+def _recorded_plan(name: str, state_dir: Path) -> LabPlan | None:
+    """Lab NAME's plan from its record, for teardown: None if there is none, or
+    none usable (`down` works from libvirt's view then)."""
     try:
         rec = state.read_record(state_dir, name)
     except LabctlError:
-        rec = None
-    if rec is not None and rec.plan(state_dir).vm_nodes:
+        return None
+    return rec.plan(state_dir) if rec is not None else None
+
+
+def _node_names(name: str, state_dir: Path, doms: list[virt.DomainInfo]) -> set[str]:
+    """Lab NAME's node names: its domains', and its record's (a guest the cluster
+    stopped has no domain, but may have had containers before)."""
+    names = {d.name for d in doms}
+    p = _recorded_plan(name, state_dir)
+    if p is not None:
+        names |= {n.name for n in p.nodes}
+    return names
+
+
+def _may_have_vms(name: str, state_dir: Path, lab_dirs: set[Path]) -> bool:
+    """Lab NAME has, or may have, VM nodes: its record says so, it has a storage
+    pool, or a lab directory of it has a disks directory."""
+    p = _recorded_plan(name, state_dir)
+    if p is not None and p.vm_nodes:
         return True
     if any((d / "disks").exists() for d in lab_dirs):
         return True

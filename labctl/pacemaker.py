@@ -37,8 +37,9 @@ def lab_properties(fencing: bool, guests: bool = False) -> dict[str, str]:
     to ~5 s. CTS's --clobber-cib erases it, so CTS runs with Pacemaker's default.
     stonith-enabled is said explicitly either way.
     start-failure-is-fatal=false (guest labs): on this kind of host, libvirt's LXC
-    driver now and then fails a container start on a cgroup race ("Failure in
-    libvirt_lxc startup: Unable to write to .../tasks"); with the default, two
+    driver fails a container start when another container's systemd removes its
+    new cgroup ("Failure in libvirt_lxc startup: Unable to write to .../tasks";
+    labctl's own containers no longer do, docs/host.md); with the default, two
     such failures ban a guest from both cluster nodes for good, where a retry
     on the same node works.
     load-threshold=10000%: every node of a lab reads the one host's load

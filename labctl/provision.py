@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from labctl import fencing
+from labctl import pacemaker as pcmk
 from labctl.plan import LabPlan, NodePlan
-from labctl.xml import Mount
+from labctl.render import template_text
+from labctl.xml import LXC_INIT, Mount
 
 HOST_LIBVIRT_RUN = "/run/libvirt"
 # Where a cluster node sees the host's /run/libvirt. Not /run/libvirt itself:
@@ -70,6 +73,11 @@ class NodeFile:
     mode: int = 0o644
 
 
+def lxc_init_file() -> NodeFile:
+    """A container's PID 1 on a hybrid-cgroup host (xml.LXC_INIT)."""
+    return NodeFile(LXC_INIT, template_text("labctl-init").encode(), 0o755)
+
+
 def hosts_file(plan: LabPlan, host_name: str) -> str:
     """/etc/hosts of every node: all lab nodes, and the host itself on the lab bridge.
 
@@ -112,6 +120,8 @@ def node_files(
         NodeFile("/root/.ssh/id_ed25519", lab_key_private, 0o600),
         NodeFile("/root/.ssh/known_hosts", known_hosts.encode(), 0o600),
     ]
+    if node.backend == "lxc":
+        files.append(lxc_init_file())
     if node.role == "cluster":
         files.append(NodeFile(COROSYNC_DROPIN, COROSYNC_AFTER_FENCING.encode()))
         files += [
@@ -126,4 +136,29 @@ def node_files(
                 f"L {HOST_LIBVIRT_RUN} - - - - {NODE_HOST_LIBVIRT}\n".encode(),
             )
         )
+    return files
+
+
+# A container cluster node's stack starts at boot: labctl writes these into its
+# root before it first boots (lab.preseed_cluster_node), and enables the units.
+BOOT_UNITS = ("corosync.service", "pacemaker.service")
+
+
+def preseeded(node: NodePlan) -> bool:
+    """Whether NODE gets its cluster stack before it boots: container cluster nodes.
+    A VM copies its seed disk's files at boot, too late for units starting with it."""
+    return node.role == "cluster" and node.backend == "lxc"
+
+
+def cluster_boot_files(
+    corosync_conf: str, corosync_key: bytes, fence_key: bytes | None
+) -> list[NodeFile]:
+    """What corosync and fence_xvm need on a cluster node before its first start.
+    Not Pacemaker's authkey: only remote connections use it, and it goes over SSH."""
+    files = [
+        NodeFile(pcmk.COROSYNC_CONF, corosync_conf.encode()),
+        NodeFile(pcmk.COROSYNC_AUTHKEY, corosync_key, 0o400),
+    ]
+    if fence_key is not None:
+        files.append(NodeFile(fencing.NODE_KEY_PATH, fence_key, 0o600))
     return files

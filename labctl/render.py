@@ -16,7 +16,12 @@ def templates_dir() -> Path:
     raise FileNotFoundError("labctl templates directory not found")
 
 
+def template_text(name: str) -> str:
+    """templates/NAME as it is (a script whose `$` are its own)."""
+    return (templates_dir() / name).read_text()
+
+
 def render(name: str, **values: object) -> str:
     """Fill templates/NAME; a missing value is an error, not a silent blank."""
-    text = (templates_dir() / name).read_text()
+    text = template_text(name)
     return string.Template(text).substitute({k: str(v) for k, v in values.items()})

@@ -55,8 +55,14 @@ def start_cluster_node(c: ssh.Connection) -> None:
     c.run("systemctl enable --now corosync.service pacemaker.service")
 
 
-def setup_remote_node(c: ssh.Connection, authkey: bytes, port: int) -> None:
-    """pacemaker_remote installed, keyed, enabled, running and listening on PORT."""
+def setup_remote_node(
+    c: ssh.Connection, authkey: bytes, port: int, lab_nodes: int = 1, vm: bool = False
+) -> None:
+    """pacemaker_remote installed, keyed, enabled, running and listening on PORT.
+
+    LAB_NODES: how many nodes are set up at once; past 20 each adds a second to
+    the wait (a hundred restarts at once on a busy 2-core host passed 30 s). VM:
+    the node is a VM, which under TCG once took longer than 30 s after its boot."""
     c.run(pcmk.ensure_package_command("pacemaker-remote", "pacemaker-remoted"))
     push_authkey(c, authkey)
     if port != 3121:
@@ -66,10 +72,15 @@ def setup_remote_node(c: ssh.Connection, authkey: bytes, port: int) -> None:
         )
     # Restart: a daemon that started at boot before the key existed must read it.
     c.run("systemctl enable pacemaker_remote.service && systemctl restart pacemaker_remote.service")
-    wait_listening(c, port)
+    base = VM_LISTEN_TIMEOUT if vm else LISTEN_TIMEOUT
+    wait_listening(c, port, base + max(0, lab_nodes - 20))
 
 
-def wait_listening(c: ssh.Connection, port: int, timeout: float = 30.0) -> None:
+LISTEN_TIMEOUT = 30.0
+VM_LISTEN_TIMEOUT = 120.0
+
+
+def wait_listening(c: ssh.Connection, port: int, timeout: float = LISTEN_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if c.run(f"ss -Hltn 'sport = :{port}'").stdout.strip():

@@ -254,9 +254,10 @@ def conn_name(conn: libvirt.virConnect) -> str:
         return "the libvirt connection"
 
 
-# Seen when some twenty containers start at once, and at 60 or more now and then
-# twice in a row: libvirt_lxc fails to join a cgroup it has just made ("Unable to
-# write to .../tasks"); the cause is not established (docs/host.md). A later try works.
+# libvirt_lxc fails to join a cgroup it has just made ("Unable to write to
+# .../tasks") when a container's systemd at the shared cgroup root removes it
+# first. labctl's own containers no longer do (templates/labctl-init); containers
+# of an older labctl, or of anything else, still may (docs/host.md). A later try works.
 _RETRYABLE = "Failure in libvirt_lxc startup"
 START_ATTEMPTS = 4
 
@@ -320,6 +321,21 @@ def remove_domain(conn: libvirt.virConnect, name: str, kill_init: bool = False) 
             if not _no_such(e):
                 raise translate(e, call, f"domain {name}") from e
     return True
+
+
+def crash_domain(conn: libvirt.virConnect, name: str) -> None:
+    """Stop domain NAME as a crash or a power cut would: nothing in it gets to act.
+
+    A VM's destroy is that. A container's is not: libvirt's LXC driver sends
+    SIGTERM to every process in the container's cgroup and SIGKILL about 1.6 s later,
+    so a guest's pacemaker_remote leaves the cluster cleanly. Of a paused
+    container, libvirt SIGKILLs every process at once: pause, then destroy."""
+    with _call("lookupByName", f"domain {name}"):
+        dom = conn.lookupByName(name)
+    with _call("destroy", f"domain {name}"):
+        if conn.getType() == "LXC":
+            dom.suspend()
+        dom.destroy()
 
 
 def driver_ok(uri: str) -> tuple[bool, str]:

@@ -100,6 +100,12 @@ def _lifecycle() -> list[etree._Element]:
     ]
 
 
+# A container's PID 1 on a hybrid-cgroup host (templates/labctl-init, which
+# provision writes into every container's root): it keeps the container's
+# systemd in its own cgroups.
+LXC_INIT = "/usr/local/sbin/labctl-init"
+
+
 def lxc_domain_xml(
     plan: LabPlan,
     node: NodePlan,
@@ -108,7 +114,9 @@ def lxc_domain_xml(
     mounts: tuple[Mount, ...] = (),
 ) -> str:
     """An LXC system container booting systemd from the node's overlay root."""
-    os_children = [E.type("exe"), E.init("/sbin/init")]
+    # On a hybrid-cgroup host init is labctl's wrapper, which first joins the
+    # container's own groups.
+    os_children = [E.type("exe"), E.init(LXC_INIT if legacy_cgroups else "/sbin/init")]
     if legacy_cgroups:
         # On a hybrid-cgroup host a container's systemd must not mount cgroup2:
         # it would create its units in the host's shared cgroup2 root.

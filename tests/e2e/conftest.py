@@ -14,7 +14,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from labctl import mounts
+from labctl import cgroups, mounts
 
 STATE_DIR = Path(os.environ.get("LABCTL_STATE_DIR", "/var/lib/labctl"))
 _counter = itertools.count(1)
@@ -50,6 +50,8 @@ class HostState:
     mounts: frozenset[str]
     lab_dirs: frozenset[str]
     fence_virtds: frozenset[str]
+    # Containers' groups in the cgroup v1 hierarchies (see labctl/cgroups.py).
+    cgroups: frozenset[str]
 
 
 def _fence_virtds() -> frozenset[str]:
@@ -64,6 +66,22 @@ def _fence_virtds() -> frozenset[str]:
         if args and args[0].endswith(b"fence_virtd"):
             out.add(b" ".join(args).decode(errors="replace"))
     return frozenset(out)
+
+
+def domain_id(name: str, uri: str = "lxc:///") -> int | None:
+    """The running domain NAME's id (a new one after each start), None if none."""
+    conn = libvirt.open(uri)
+    try:
+        return conn.lookupByName(name).ID()
+    except libvirt.libvirtError:
+        return None
+    finally:
+        conn.close()
+
+
+def _container_cgroups() -> frozenset[str]:
+    roots = cgroups.v1_mounts(Path("/proc/self/mounts").read_text())
+    return frozenset(str(g) for r in roots for g in cgroups.container_groups(r, None))
 
 
 def host_state() -> HostState:
@@ -84,6 +102,7 @@ def host_state() -> HostState:
         mounts=frozenset(mounts.mounts_under(labs)),
         lab_dirs=frozenset(p.name for p in labs.iterdir()) if labs.is_dir() else frozenset(),
         fence_virtds=_fence_virtds(),
+        cgroups=_container_cgroups(),
     )
 
 

@@ -7,11 +7,13 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import libvirt
 import paramiko
 import pytest
 
+from labctl import host
 from labctl.xml import METADATA_NS
 
 from .conftest import STATE_DIR, host_state, labctl, labctl_json
@@ -54,6 +56,44 @@ def _ssh_by_name(lab: str, node: str, command: str) -> str:
         client.close()
 
 
+def _each_systemd_keeps_to_its_own_cgroups(lab: str, names: list[str]) -> None:
+    """Every node's systemd has its container's own group as its root, and a
+    daemon-reload in every node leaves an empty group beside theirs alone (from
+    the shared root, containers' systemd removed other containers' new groups,
+    and libvirt failed their starts: docs/host.md, "Many containers on one host")."""
+    for node in names:
+        lines = {
+            ctl: path
+            for line in _ssh_by_name(lab, node, "cat /proc/1/cgroup").split()
+            for ctl, path in [line.split(":", 2)[1:]]
+            for ctl in ctl.split(",")
+        }
+        own = lines["cpu"]
+        assert own.startswith("/machine/lxc-") and own.endswith(f"-{node}.libvirt-lxc")
+        assert lines["name=systemd"] == f"{own}/init.scope"
+        assert lines["memory"] == f"{own}/init.scope"  # the domain's memory limit holds
+    # The host's view of libvirt's partition in the cpu hierarchy.
+    conn = libvirt.open("lxc:///")
+    try:
+        controller = conn.lookupByName(names[0]).ID()  # libvirt_lxc's PID
+    finally:
+        conn.close()
+    cpu = next(
+        line.split(":", 2)[2]
+        for line in Path(f"/proc/{controller}/cgroup").read_text().splitlines()
+        if "cpu" in line.split(":")[1].split(",")
+    )
+    probe = Path("/sys/fs/cgroup/cpu") / cpu.lstrip("/") / ".." / f"labctl-probe-{lab}"
+    probe = probe.resolve()
+    probe.mkdir()
+    try:
+        for node in names:
+            _ssh_by_name(lab, node, "systemctl daemon-reload")
+        assert probe.is_dir()
+    finally:
+        probe.rmdir()
+
+
 def test_up_three_nodes_ssh_by_name_status_agrees_with_libvirt_then_down_leaves_nothing(
     labs, before
 ):
@@ -67,6 +107,9 @@ def test_up_three_nodes_ssh_by_name_status_agrees_with_libvirt_then_down_leaves_
         # The node's own view: systemd up, its fixed address on eth0.
         ip = next(n["ip"] for n in up["nodes"] if n["name"] == node)
         assert f"inet {ip}/24" in _ssh_by_name(lab, node, "ip -4 addr show eth0")
+
+    if host.cgroup_layout() == "hybrid":  # CI's machines are
+        _each_systemd_keeps_to_its_own_cgroups(lab, names)
 
     st = labctl_json("status", lab)
     assert {n["name"]: n["domain"] for n in st["nodes"]} == _libvirt_lab_domains(lab)

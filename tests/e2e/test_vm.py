@@ -18,7 +18,7 @@ import pytest
 from labctl import host, images
 
 from . import cloud_image
-from .conftest import STATE_DIR, host_state, labctl, labctl_json
+from .conftest import STATE_DIR, domain_id, host_state, labctl, labctl_json
 from .test_pacemaker import authkey_facts, crm_mon, lab_authkey_digest
 
 # Under TCG: the cluster notices (monitor), stops and starts the domain, the VM boots.
@@ -75,13 +75,7 @@ def test_remote_mode_with_a_vm_remote_node_is_remote_online_then_down_leaves_not
 
 
 def _domain_id(name: str) -> int | None:
-    conn = libvirt.open("qemu:///system")
-    try:
-        return conn.lookupByName(name).ID()
-    except libvirt.libvirtError:
-        return None
-    finally:
-        conn.close()
+    return domain_id(name, "qemu:///system")
 
 
 def test_guest_mode_with_a_vm_guest_is_started_and_recovered_by_the_cluster(labs, before):

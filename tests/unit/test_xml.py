@@ -67,8 +67,11 @@ def test_lxc_domain_xml_is_valid(legacy):
     p = plan()
     text = lxc_domain_xml(p, p.nodes[0], legacy_cgroups=legacy)
     assert_valid("domain", text)
-    args = [a.text for a in etree.fromstring(text.encode()).iter("initarg")]
+    dom = etree.fromstring(text.encode())
+    args = [a.text for a in dom.iter("initarg")]
     assert bool(args) == legacy
+    # On a hybrid host PID 1 is labctl's wrapper, which keeps systemd in its own cgroups.
+    assert dom.findtext("os/init") == ("/usr/local/sbin/labctl-init" if legacy else "/sbin/init")
 
 
 def test_lxc_domain_xml_golden_with_extra_mounts():
