@@ -422,6 +422,13 @@ def _fencing_args(dialect: str, agent: str | None, params: Mapping[str, str]) ->
     return out
 
 
+def remote_host_map(nodes: Sequence[str]) -> str:
+    """pcmk_host_map for CTS's fencing device: its remote tests bring a cluster node
+    back as remote node "remote-NODE" and fence it by that name, which no libvirt
+    domain has; map it to the node's domain (labctl names domains after nodes). Pure."""
+    return ";".join(f"remote-{n}:{n}" for n in nodes)
+
+
 def cts_command(
     version: str,
     src: Path,

@@ -355,6 +355,7 @@ def _run(
             "ipport": str(fp.port),
             "key_file": fencing.NODE_KEY_PATH,
             "pcmk_host_list": "all",
+            "pcmk_host_map": cts.remote_host_map([n.name for n in p.cluster_nodes]),
         }
     else:
         agent, params = None, {}

@@ -698,3 +698,18 @@ def test_preparing_3x_cts_needs_dbus_and_gnutls_headers_on_the_host():
     assert "libdbus-1-dev" not in cts.host_packages("2.1.5-1+deb12u1")
     assert {"libdbus-1-dev", "libgnutls28-dev"} <= set(cts.host_packages("3.0.0-2"))
     assert set(cts.HOST_PACKAGES) <= set(cts.host_packages("3.0.0-2"))
+
+
+def test_remote_host_map_sends_remote_names_to_the_nodes_domains():
+    assert cts.remote_host_map(["lab-c1", "lab-c2"]) == "remote-lab-c1:lab-c1;remote-lab-c2:lab-c2"
+
+
+def test_remote_host_map_passes_ctslab_comma_split():
+    cmd = _cmd(
+        "2.1.5-1+deb12u1",
+        fencing_params={"pcmk_host_map": cts.remote_host_map(["a", "b"]), "pcmk_host_list": "all"},
+    )
+    assert (
+        cmd[cmd.index("--stonith-args") + 1]
+        == "pcmk_host_map=remote-a:a;remote-b:b,pcmk_host_list=all"
+    )
