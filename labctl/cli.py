@@ -711,4 +711,5 @@ def host_check(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
 
 
 def main() -> None:
+    proc.end_on_sigterm()
     app()

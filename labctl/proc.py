@@ -10,7 +10,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 from labctl.errors import CommandError, CommandTimeout, HostError
 
@@ -144,3 +144,14 @@ def stream(
     if expired.is_set():
         raise CommandTimeout(where, shown, timeout)
     return status
+
+
+def _sigterm(signum: int, frame: object) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+def end_on_sigterm() -> None:
+    """Make SIGTERM end labctl the way Ctrl-C does, through its exception handlers:
+    otherwise a half-made lab is not rolled back, locks stay taken, and commands
+    started in their own process group (CTS, builds) run on without it."""
+    signal.signal(signal.SIGTERM, _sigterm)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -119,3 +122,24 @@ def test_cts_deadline_grows_with_the_iterations() -> None:
 
     assert cts_run.cts_deadline(1) < cts_run.cts_deadline(10) < cts_run.cts_deadline(100)
     assert cts_run.cts_deadline(0) == cts_run.cts_deadline(1)
+
+
+def test_sigterm_ends_labctl_and_the_command_it_streams(tmp_path):
+    # A SIGTERM to labctl (a CI timeout, `kill`) must not leave CTS or a build running.
+    pidfile = tmp_path / "pid"
+    script = (
+        "from labctl import proc\n"
+        "proc.end_on_sigterm()\n"
+        f"proc.stream(['sh', '-c', 'echo $$ > {pidfile}; exec sleep 60'],"
+        " where='host', timeout=120, on_line=lambda line: None)\n"
+    )
+    runner = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 20
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline, "the streamed command never started"
+        time.sleep(0.05)
+    child = int(pidfile.read_text())
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=20) == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
