@@ -1,4 +1,6 @@
-"""Pacemaker's own Cluster Test Suite against a real lab, with real fencing."""
+"""Pacemaker's own Cluster Test Suite against a real lab, with real fencing.
+
+Two iterations: each one more adds about three minutes to CI."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import json
 from .conftest import STATE_DIR, host_state, labctl
 
 
-def test_cts_three_iterations_pass_on_a_three_node_lab_and_down_leaves_nothing(labs, before):
+def test_cts_two_iterations_pass_on_a_three_node_lab_and_down_leaves_nothing(labs, before):
     lab = labs.name()
     labctl("up", "--nodes", "3", "--mode", "cluster", "--name", lab)
 
@@ -16,13 +18,13 @@ def test_cts_three_iterations_pass_on_a_three_node_lab_and_down_leaves_nothing(l
     assert f"Host {lab}-c1 {lab}-c2 {lab}-c3" in cfg
     assert "StrictHostKeyChecking yes" in cfg
 
-    proc = labctl("cts", lab, "--json", "--", "3", check=False, timeout=3000)
+    proc = labctl("cts", lab, "--json", "--", "2", check=False, timeout=3000)
     assert proc.returncode in (0, 1), proc.stderr
     result = json.loads(proc.stdout)
     summary = result["summary"]
     assert summary["found"] and summary["completed"], proc.stderr[-3000:]
-    assert summary["requested"] == 3
-    assert result["command"][-1] == "3"
+    assert summary["requested"] == 2
+    assert result["command"][-1] == "2"
     assert "--stonith-type" in result["command"]  # the 2.1.x dialect, with real fencing
     assert (STATE_DIR / "labs" / lab / "cts").is_dir()
     # CTS's own --list-tests answered, and with pacemaker-remoted on every cluster
@@ -34,7 +36,7 @@ def test_cts_three_iterations_pass_on_a_three_node_lab_and_down_leaves_nothing(l
     assert [n["test"] for n in remote] in ([], ["RemoteLXC"]), not_applicable
     # What CTS itself concluded, also in the exit status.
     assert summary["ok"], json.dumps(summary, indent=1) + proc.stderr[-3000:]
-    assert summary["success"] == 3 and summary["failure"] == 0
+    assert summary["success"] == 2 and summary["failure"] == 0
     assert proc.returncode == 0
 
     labctl("down", lab)
