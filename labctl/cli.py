@@ -29,6 +29,7 @@ from labctl import (
     locks,
     pcmkbuild,
     proc,
+    sshconfig,
     state,
     virt,
 )
@@ -598,7 +599,7 @@ def ssh_config(
     except LabctlError as e:
         _fail(e)
         return
-    sys.stdout.write(cts_run.ssh_config(p))
+    sys.stdout.write(sshconfig.ssh_config(p))
 
 
 @app.command(
