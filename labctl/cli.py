@@ -25,6 +25,7 @@ from labctl import (
     deploy,
     host,
     images,
+    inventory,
     lab,
     locks,
     pcmkbuild,
@@ -600,6 +601,30 @@ def ssh_config(
         _fail(e)
         return
     sys.stdout.write(sshconfig.ssh_config(p))
+
+
+@app.command("inventory")
+def inventory_(
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="yaml (the default: `ansible -i <(labctl inventory LAB)` reads it), json or "
+            "ini (from a file only: Ansible reads a pipe once, with its YAML parser first).",
+        ),
+    ] = "yaml",
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Print an Ansible inventory of the lab: groups by role, the lab's key and host keys."""
+    try:
+        text = inventory.render(
+            inventory.inventory(lab.load_plan(validate_name(name), state_dir)), fmt
+        )
+    except LabctlError as e:
+        _fail(e)
+        return
+    sys.stdout.write(text)
 
 
 @app.command(
