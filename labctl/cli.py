@@ -23,12 +23,15 @@ from labctl import (
     cloudimage,
     cts_run,
     deploy,
+    execute,
     host,
     images,
+    inventory,
     lab,
     locks,
     pcmkbuild,
     proc,
+    sshconfig,
     state,
     virt,
 )
@@ -598,7 +601,76 @@ def ssh_config(
     except LabctlError as e:
         _fail(e)
         return
-    sys.stdout.write(cts_run.ssh_config(p))
+    sys.stdout.write(sshconfig.ssh_config(p))
+
+
+@app.command(
+    "exec",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def exec_(
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="After --: one argument is a shell command line; several are quoted words."
+        ),
+    ] = None,
+    roles: Annotated[
+        list[str] | None, typer.Option("--role", help="Only nodes of this role (repeatable).")
+    ] = None,
+    nodes: Annotated[
+        list[str] | None, typer.Option("--node", help="Only this node (repeatable).")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds the command may take on each node.")
+    ] = execute.DEFAULT_TIMEOUT,
+    as_json: AsJson = False,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Run one command on many nodes at once; output grouped per node; non-zero if any failed."""
+    try:
+        p = lab.load_plan(validate_name(name), state_dir)
+        targets = execute.select(p, roles or [], nodes or [])
+        results = execute.run(p, targets, execute.command_line(command or []), timeout)
+    except LabctlError as e:
+        _fail(e)
+        return
+    if as_json:
+        out.print_json(json.dumps(execute.to_json(results)))
+    else:
+        for stream, text in execute.plain(results):
+            # One stream at a time, flushed, so that a terminal shows each node's block whole.
+            f = sys.stdout if stream == "stdout" else sys.stderr
+            f.write(text)
+            f.flush()
+    failed = execute.failures(results)
+    if failed:
+        _fail(LabctlError(failed))
+
+
+@app.command("inventory")
+def inventory_(
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="yaml (the default: `ansible -i <(labctl inventory LAB)` reads it), json or "
+            "ini (from a file only: Ansible reads a pipe once, with its YAML parser first).",
+        ),
+    ] = "yaml",
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Print an Ansible inventory of the lab: groups by role, the lab's key and host keys."""
+    try:
+        text = inventory.render(
+            inventory.inventory(lab.load_plan(validate_name(name), state_dir)), fmt
+        )
+    except LabctlError as e:
+        _fail(e)
+        return
+    sys.stdout.write(text)
 
 
 @app.command(

@@ -21,6 +21,7 @@ from labctl import (
     pcmkbuild,
     proc,
     safety,
+    sshconfig,
     state,
     virt,
 )
@@ -58,26 +59,9 @@ class CtsRun:
         }
 
 
-def ssh_config(p: LabPlan) -> str:
-    """An OpenSSH config block for the lab: root, its key, its pinned host keys."""
-    names = " ".join(n.name for n in p.nodes)
-    addrs = " ".join(str(n.ip) for n in p.nodes)
-    return (
-        f"# labctl lab {p.name}\n"
-        f"Host {names} {addrs}\n"
-        "    User root\n"
-        f"    IdentityFile {p.private_key}\n"
-        "    IdentitiesOnly yes\n"
-        f"    UserKnownHostsFile {p.known_hosts}\n"
-        "    StrictHostKeyChecking yes\n"
-        "    BatchMode yes\n"
-        "    LogLevel ERROR\n"
-    )
-
-
 def write_ssh_config(p: LabPlan) -> Path:
     path = p.ssh_dir / "config"
-    path.write_text(ssh_config(p))
+    path.write_text(sshconfig.ssh_config(p))
     return path
 
 

@@ -17,6 +17,7 @@ Role = Literal["cluster", "remote", "guest"]
 
 MODES: tuple[str, ...] = get_args(Mode)
 BACKENDS: tuple[str, ...] = get_args(Backend)
+ROLES: tuple[Role, ...] = get_args(Role)
 
 # A lab lives on a /24, or a /23 or /22 when its nodes need it (plan.lab_prefix);
 # the end of the subnet stays free for CTS's test IPs and users' addresses.

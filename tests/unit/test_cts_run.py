@@ -13,15 +13,6 @@ def _plan(n: int = 3):
     return make_plan(make_spec("demo", n), 1, Path("/s"))
 
 
-def test_ssh_config_pins_the_labs_key_and_known_hosts():
-    cfg = cts_run.ssh_config(_plan())
-    assert "Host demo-c1 demo-c2 demo-c3 10.213.1.11 10.213.1.12 10.213.1.13\n" in cfg
-    assert "    IdentityFile /s/labs/demo/ssh/id_ed25519\n" in cfg
-    assert "    UserKnownHostsFile /s/labs/demo/ssh/known_hosts\n" in cfg
-    assert "    StrictHostKeyChecking yes\n" in cfg
-    assert "    User root\n" in cfg
-
-
 def test_cts_test_ips_are_free_lab_addresses():
     assert cts_run.test_ip_base(_plan()) == "10.213.1.200"
 
