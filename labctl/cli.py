@@ -185,10 +185,20 @@ def _print_status(s: lab.LabStatus, as_json: bool) -> None:
         out.print(f"[yellow]note:[/yellow] {escape(note)}")
 
 
+def _version(value: bool) -> None:
+    if value:
+        out.print(__version__)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    version: Annotated[
+        bool,
+        # eager: printed before click asks for the command `labctl --version` has none of
+        typer.Option("--version", help="Print the version.", is_eager=True, callback=_version),
+    ] = False,
     wait: Annotated[
         bool,
         typer.Option(
@@ -199,9 +209,6 @@ def _main(
     global _debug
     _debug = debug
     locks.WAIT = wait
-    if version:
-        out.print(__version__)
-        raise typer.Exit(0)
 
 
 @app.command()
