@@ -21,6 +21,7 @@ from rich.table import Table
 from labctl import (
     __version__,
     cloudimage,
+    complete,
     cts_run,
     deploy,
     execute,
@@ -97,7 +98,6 @@ def _os_error(e: OSError) -> LabctlError:
 
 app = typer.Typer(
     cls=_OneLineErrors,
-    add_completion=False,
     no_args_is_help=True,
     help="Throwaway Pacemaker test labs on one libvirt host.",
 )
@@ -111,6 +111,20 @@ app.add_typer(authkey_app, name="authkey")
 out = Console()
 err = Console(stderr=True)
 _debug = False
+
+
+def _completion_state_dir(ctx: typer.Context) -> Path:
+    given = ctx.params.get("state_dir")
+    return Path(given or os.environ.get("LABCTL_STATE_DIR") or DEFAULT_STATE_DIR)
+
+
+def _complete_lab(ctx: typer.Context, incomplete: str) -> list[str]:
+    return complete.lab_names(_completion_state_dir(ctx), incomplete)
+
+
+def _complete_node(ctx: typer.Context, incomplete: str) -> list[str]:
+    return complete.node_names(_completion_state_dir(ctx), ctx.params.get("name"), incomplete)
+
 
 StateDir = Annotated[
     Path,
@@ -316,7 +330,9 @@ def up(
 
 @app.command()
 def down(
-    name: Annotated[str | None, typer.Argument(help="Lab to remove.")] = None,
+    name: Annotated[
+        str | None, typer.Argument(help="Lab to remove.", autocompletion=_complete_lab)
+    ] = None,
     all_labs: Annotated[
         bool, typer.Option("--all", help="Remove every lab of the state directory.")
     ] = False,
@@ -363,7 +379,7 @@ def down(
 
 @app.command()
 def status(
-    name: Annotated[str, typer.Argument(help="Lab name.")] = "lab",
+    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)] = "lab",
     state_dir: StateDir = DEFAULT_STATE_DIR,
     as_json: AsJson = False,
 ) -> None:
@@ -403,8 +419,8 @@ def list_(state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False) -> N
 
 @app.command()
 def ssh(
-    name: Annotated[str, typer.Argument(help="Lab name.")],
-    node: Annotated[str, typer.Argument(help="Node name.")],
+    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)],
+    node: Annotated[str, typer.Argument(help="Node name.", autocompletion=_complete_node)],
     command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --).")] = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
@@ -444,7 +460,7 @@ def build(
 
 @app.command("deploy")
 def deploy_(
-    name: Annotated[str, typer.Argument(help="Lab name.")],
+    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)],
     tree: Annotated[
         Path | None, typer.Argument(help="Source tree (default: the one the lab was made from).")
     ] = None,
@@ -584,8 +600,8 @@ def image_rm(
 
 @app.command()
 def fence(
-    name: Annotated[str, typer.Argument(help="Lab name.")],
-    node: Annotated[str, typer.Argument(help="Node to fence.")],
+    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)],
+    node: Annotated[str, typer.Argument(help="Node to fence.", autocompletion=_complete_node)],
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
     """Fence a node through the cluster (stonith_admin); return once it is back online."""
@@ -599,7 +615,7 @@ def fence(
 
 @app.command("ssh-config")
 def ssh_config(
-    name: Annotated[str, typer.Argument(help="Lab name.")],
+    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)],
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
     """Print an OpenSSH config block for the lab's nodes (for an Include)."""
@@ -616,7 +632,7 @@ def ssh_config(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
 def exec_(
-    name: Annotated[str, typer.Argument(help="Lab name.")],
+    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)],
     command: Annotated[
         list[str] | None,
         typer.Argument(
@@ -658,7 +674,7 @@ def exec_(
 
 @app.command("inventory")
 def inventory_(
-    name: Annotated[str, typer.Argument(help="Lab name.")],
+    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)],
     fmt: Annotated[
         str,
         typer.Option(
@@ -685,7 +701,7 @@ def inventory_(
 )
 def cts(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Lab name.")],
+    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)],
     pacemaker_src: Annotated[
         Path | None,
         typer.Option("--pacemaker-src", help="A configured Pacemaker source tree."),
@@ -763,7 +779,7 @@ def cts(
 
 @authkey_app.command("rotate")
 def authkey_rotate(
-    name: Annotated[str, typer.Argument(help="Lab name.")],
+    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)],
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
     """Replace the lab's authkey on every node and re-make remote connections with it."""
