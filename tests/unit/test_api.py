@@ -3,6 +3,8 @@ The real thing runs in tests/e2e/test_api.py."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,14 @@ def test_a_node_or_its_name(monkeypatch, tmp_path):
     a.fence("f1-c2")
     a.fence(api.Node("f1-c3", "cluster", "10.0.0.3"))
     assert fenced == [("f1", "f1-c2"), ("f1", "f1-c3")]
+
+
+def test_importing_labctl_or_its_pytest_plugin_loads_no_libvirt():
+    # The plugin is loaded into every pytest session of an environment with labctl.
+    code = (
+        "import sys, labctl, labctl.pytest_plugin\n"
+        "assert 'libvirt' not in sys.modules and 'paramiko' not in sys.modules, 'loaded'\n"
+        "assert set(labctl.__all__) == set(labctl._LAZY) | {'__version__'}\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
