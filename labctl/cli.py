@@ -158,8 +158,14 @@ def _status_table(s: lab.LabStatus) -> Table:
     if s.properties:
         title += "; " + ", ".join(f"{k}={v}" for k, v in s.properties.items())
     t = Table(title=title)
+    captions = []
     if s.pacemaker_build:
-        t.caption = f"Pacemaker build {s.pacemaker_build} from {s.pacemaker_tree}"
+        captions.append(f"Pacemaker build {s.pacemaker_build} from {s.pacemaker_tree}")
+    if s.resources:
+        where = ", ".join(f"{r} on {n or 'STOPPED'}" for r, n in s.resources.items())
+        captions.append(f"test resources: {where}")
+    if captions:
+        t.caption = "\n".join(captions)
     # The image column only where nodes differ in it (a mixed lab): a narrow table.
     per_image = len(s.images) > 1
     columns = ["node", "role", "address", "domain", "pacemaker", "runs on", "version"]
@@ -275,6 +281,13 @@ def up(
             "a build of it, made when needed.",
         ),
     ] = None,
+    resources: Annotated[
+        int,
+        typer.Option(
+            "--resources",
+            help="Test resources: N ocf:pacemaker:Dummy primitives (dummy-1..N), started.",
+        ),
+    ] = 0,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     as_json: AsJson = False,
 ) -> None:
@@ -296,6 +309,7 @@ def up(
             pacemaker=str(pacemaker) if pacemaker else None,
             cluster_image=cluster_image,
             remote_image=remote_image,
+            resources=resources,
         )
         s = lab.up(spec, state_dir, _reporter(), keep_on_failure=keep_on_failure, mirror=mirror)
     except LabctlError as e:

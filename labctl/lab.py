@@ -129,6 +129,17 @@ class LabStatus:
     images: list[str] = field(default_factory=list)  # the images its nodes are made from
     mixed: bool = False  # its nodes run different Pacemaker versions (theirs or crm_mon's word)
     dc_version: str = ""  # the DC's Pacemaker, as crm_mon shows it
+    # The lab's test resources (`up --resources N`): id -> where each runs ("" stopped).
+    resources: dict[str, str] = field(default_factory=dict)
+
+
+def resource_places(view: pcmk.ClusterView | None, count: int) -> dict[str, str]:
+    """Where each of the lab's COUNT Dummy resources runs, as VIEW shows it; pure."""
+    out = {}
+    for i in range(1, count + 1):
+        r = view.resources.get(pcmk.dummy_id(i)) if view else None
+        out[pcmk.dummy_id(i)] = ", ".join(r.nodes) if r and r.active else ""
+    return out
 
 
 def status(name: str, state_dir: Path) -> LabStatus:
@@ -206,6 +217,7 @@ def status(name: str, state_dir: Path) -> LabStatus:
         images=list(p.images),
         mixed=mixed,
         dc_version=view.dc_version if view else "",
+        resources=resource_places(view, rec.spec.resources),
     )
 
 
@@ -678,6 +690,21 @@ def _create(
         parallel(reach, p.nodes)
 
     start_pacemaker(p, reporter, conns)
+    if p.spec.resources:
+        phase = reporter.phase(f"{p.spec.resources} test resources started")
+        with phase, connect(p, p.cluster_nodes[0]) as c:
+            add_test_resources(p, c)
+
+
+RESOURCES_TIMEOUT = 120.0
+
+
+def add_test_resources(p: LabPlan, c: ssh.Connection) -> None:
+    """The lab's Dummy resources, in one CIB change (cibadmin), and a wait until each
+    is started somewhere; idempotent."""
+    stack.create_many(c, [pcmk.to_text(x) for x in pcmk.dummy_primitives(p.spec.resources)])
+    ids = [pcmk.dummy_id(i) for i in range(1, p.spec.resources + 1)]
+    stack.wait_started(c, ids, RESOURCES_TIMEOUT + p.spec.resources)
 
 
 def make_node_dir(node: NodePlan) -> None:
