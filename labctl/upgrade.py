@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import threading
@@ -216,6 +217,42 @@ def _fence_history(c: ssh.Connection) -> list[check.FenceEvent]:
     return check.parse_fence_history(r.stdout)
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A node an upgrade left half-way: swapped (or about to be) but not back yet."""
+
+    node: str
+    keep_standby: bool  # it was in standby before the upgrade: leave it so
+    active: tuple[str, ...]  # what ran in the cluster before, to run again
+    from_image: str = ""
+
+
+def pending_path(p: LabPlan) -> Path:
+    return p.dir / "upgrade-pending.json"
+
+
+def read_pending(p: LabPlan) -> Pending | None:
+    try:
+        d = json.loads(pending_path(p).read_text())
+        return Pending(
+            str(d["node"]),
+            bool(d["keep_standby"]),
+            tuple(map(str, d["active"])),
+            str(d.get("from_image", "")),
+        )
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_pending(p: LabPlan, pending: Pending | None) -> None:
+    if pending is None:
+        pending_path(p).unlink(missing_ok=True)
+        return
+    tmp = pending_path(p).with_suffix(".tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(pending)) + "\n")
+    tmp.replace(pending_path(p))
+
+
 class Sampler:
     """crm_mon about once a second from a cluster node that is not being upgraded,
     in a thread of its own (its own SSH connections)."""
@@ -314,6 +351,11 @@ def _upgrade(
     if target is None or target.stale:
         raise NotFoundError(f"image {to!r} is not built: `labctl image build {to}` first")
     todo = upgrade_targets(p, to, names)
+    pending = read_pending(p)
+    resume = pending.node if pending and p.node(pending.node).image == to else ""
+    if resume:
+        # Swapped by an upgrade that stopped there: it is finished first, not swapped again.
+        todo = [p.node(resume), *todo]
     skipped = [n.name for n in p.nodes if (not names or n.name in names) and n not in todo]
     if todo and len(p.cluster_nodes) < 2:
         raise UsageError(
@@ -321,6 +363,8 @@ def _upgrade(
         )
     sources = {}
     for n in todo:
+        if n.name == resume:
+            continue
         img = images.find_image(state_dir, n.image)
         if img is None:
             raise NotFoundError(f"image {n.image!r} of {n.name} is gone: cannot swap its layers")
@@ -343,7 +387,14 @@ def _upgrade(
             sampler.upgrading = node.name
             try:
                 result, p = _upgrade_node(
-                    rec, state_dir, p, node, sources[node.name], target, reporter
+                    rec,
+                    state_dir,
+                    p,
+                    node,
+                    sources.get(node.name, target),
+                    target,
+                    reporter,
+                    pending if node.name == resume else None,
                 )
             except LabctlError as e:
                 err = LabctlError(
@@ -385,8 +436,11 @@ def _upgrade_node(
     source: images.Image,
     target: images.Image,
     reporter: lab.Reporter,
+    resume: Pending | None = None,
 ) -> tuple[NodeUpgrade, LabPlan]:
-    """One node's upgrade; returns what it took and the lab's plan with its new image."""
+    """One node's upgrade; returns what it took and the lab's plan with its new image.
+    RESUME: the node was swapped by an upgrade that stopped there; it is restarted on
+    its new root (its files have their new ids already) and brought back."""
     t0 = time.monotonic()
     phases: dict[str, float] = {}
     others = [n for n in p.cluster_nodes if n.name != node.name]
@@ -397,24 +451,35 @@ def _upgrade_node(
     def took(what: str) -> None:
         phases[what] = reporter.timings[f"{node.name}: {what}"]
 
-    with lab.connect(p, node) as c:
-        version_before = pcmk.parse_node_version(c.run(pcmk.NODE_VERSION_COMMAND).stdout).version
+    version_before = ""
     with lab.connect(p, others[0]) as obs:
         view = stack.crm_mon(obs)
         dc_before = view.dc or ""
-        # What runs now must run again once the node is back (not what was stopped).
-        active = sorted(r.id for r in view.resources.values() if r.active)
-        keep_standby = _was_standby(obs, node.name)
-        with phase("standby, resources moved"):
-            _standby(obs, node.name, True)
-            _wait_moved_off(obs, node.name, MOVE_TIMEOUT)
-        took("standby, resources moved")
-    with phase("pacemaker and corosync stopped"), lab.connect(p, node) as c:
-        # Not a fence: the rejoin delay (provision.FORMED_MARKER) is not for this boot.
-        c.run(f"rm -f {provision.FORMED_MARKER}")
-        c.run("systemctl stop pacemaker.service", timeout=STOP_TIMEOUT)
-        c.run("systemctl stop corosync.service", timeout=STOP_TIMEOUT)
-    took("pacemaker and corosync stopped")
+        if resume:
+            keep_standby, active = resume.keep_standby, list(resume.active)
+        else:
+            with lab.connect(p, node) as c:
+                out = c.run(pcmk.NODE_VERSION_COMMAND).stdout
+                version_before = pcmk.parse_node_version(out).version
+            # What runs now must run again once the node is back (not what was stopped).
+            active = sorted(r.id for r in view.resources.values() if r.active)
+            keep_standby = _was_standby(obs, node.name)
+            earlier = read_pending(p)
+            if earlier and earlier.node == node.name:
+                # An upgrade stopped before its swap: the standby may be its own.
+                keep_standby, active = earlier.keep_standby, list(earlier.active)
+            write_pending(p, Pending(node.name, keep_standby, tuple(active), node.image))
+            with phase("standby, resources moved"):
+                _standby(obs, node.name, True)
+                _wait_moved_off(obs, node.name, MOVE_TIMEOUT)
+            took("standby, resources moved")
+    if not resume:
+        with phase("pacemaker and corosync stopped"), lab.connect(p, node) as c:
+            # Not a fence: the rejoin delay (provision.FORMED_MARKER) is not for this boot.
+            c.run(f"rm -f {provision.FORMED_MARKER}")
+            c.run("systemctl stop pacemaker.service", timeout=STOP_TIMEOUT)
+            c.run("systemctl stop corosync.service", timeout=STOP_TIMEOUT)
+        took("pacemaker and corosync stopped")
     node_images = {**{n.name: n.image for n in p.nodes}, node.name: target.name}
     new_p = plan.make_plan(
         spec_after(rec.spec, node_images, target.name), rec.subnet_index, state_dir, node_images
@@ -433,7 +498,8 @@ def _upgrade_node(
             gids = id_map(
                 _image_ids(source, node.layer, "group"), _image_ids(target, node.layer, "group")
             )
-            rechowned = remap_owners(node.upper, uids, gids)
+            # Once only: the map is not idempotent (101->100 and 100->997, say).
+            rechowned = 0 if resume else remap_owners(node.upper, uids, gids)
             mounts.mount_overlay(
                 lab.lowers(target, None, node.layer), node.upper, node.work, node.root
             )
@@ -470,10 +536,11 @@ def _upgrade_node(
             _standby(obs, node.name, False)
         stack.wait_started(obs, active, MOVE_TIMEOUT)
     took("out of standby, resources started")
+    write_pending(new_p, None)
     return (
         NodeUpgrade(
             name=node.name,
-            from_image=node.image,
+            from_image=resume.from_image if resume else node.image,
             to_image=target.name,
             version_before=version_before,
             version_after=version_after,

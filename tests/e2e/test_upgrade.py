@@ -80,3 +80,41 @@ def test_a_partial_upgrade_leaves_a_mixed_lab_that_status_shows_and_a_rerun_fini
 
     labctl("down", lab)
     assert _of_lab(host_state(), lab) == _of_lab(before, lab)
+
+
+def test_a_node_that_does_not_come_back_stops_the_upgrade_and_a_rerun_finishes_it(labs, before):
+    labctl("image", "build", "debian13", timeout=1800)
+    lab = labs.name()
+    labctl_json("up", "--nodes", "2", "--resources", "2", "--name", lab)
+    node = f"{lab}-c1"
+    # corosync keeps running on its old configuration; the restart on debian13 fails.
+    labctl(
+        "ssh",
+        lab,
+        node,
+        "--",
+        "cp /etc/corosync/corosync.conf /root/cc.good && "
+        "echo 'garbage {' >> /etc/corosync/corosync.conf",
+    )
+
+    proc = labctl("upgrade", lab, "--to", "debian13", check=False, timeout=900)
+    assert proc.returncode != 0
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"labctl: upgrade stopped at {node}:") and "journalctl" in line, line
+    s = labctl_json("status", lab)
+    nodes = {n["name"]: n for n in s["nodes"]}
+    # Left as it is: the swapped node on its new image, out of the cluster; the other untouched.
+    assert (nodes[node]["image"], nodes[node]["pacemaker"]) == ("debian13", "OFFLINE")
+    assert nodes[f"{lab}-c2"]["version"] == "2.1.5" and s["quorate"]
+    assert all(s["resources"].values()), s["resources"]
+
+    labctl("ssh", lab, node, "--", "cp /root/cc.good /etc/corosync/corosync.conf")
+    rc, result = _upgrade(lab, "--to", "debian13")
+    assert rc == 0 and [n["name"] for n in result["nodes"]] == [node, f"{lab}-c2"]
+    assert result["nodes"][0]["from_image"] == "debian12"
+    s = labctl_json("status", lab)
+    assert [(n["version"], n["pacemaker"]) for n in s["nodes"]] == [("3.0.0", "Online")] * 2
+    assert all(s["resources"].values()), s["resources"]
+
+    labctl("down", lab)
+    assert _of_lab(host_state(), lab) == _of_lab(before, lab)

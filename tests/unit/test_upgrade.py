@@ -82,6 +82,19 @@ def test_a_wholly_upgraded_lab_names_its_new_image_and_a_partial_one_keeps_its_s
     assert after.image == "debian13" and after.remote_image is None
 
 
+def test_a_node_left_half_way_is_remembered_until_it_is_back(tmp_path):
+    p = make_plan(make_spec("u", 3), 1, tmp_path)
+    p.dir.mkdir(parents=True)
+    assert upgrade.read_pending(p) is None
+    pending = upgrade.Pending("u-c3", False, ("dummy-1", "fence-xvm"), "debian12")
+    upgrade.write_pending(p, pending)
+    assert upgrade.read_pending(p) == pending
+    upgrade.write_pending(p, None)
+    assert upgrade.read_pending(p) is None
+    upgrade.pending_path(p).write_text("{not json")
+    assert upgrade.read_pending(p) is None
+
+
 # ---------------------------------------------------------------- ids across images
 
 OLD_PASSWD = "root:x:0:0::/root:/bin/sh\nsshd:x:100:65534::/run/sshd:/usr/sbin/nologin\n"
