@@ -74,21 +74,27 @@ def check_versions(source: str, target: str) -> None:
 
 def upgrade_targets(p: LabPlan, image: str, names: Sequence[str]) -> list[NodePlan]:
     """The nodes to upgrade to IMAGE, in order (NAMES, default every node): cluster
-    nodes first; nodes already on IMAGE are left out. Refuses what is not supported."""
+    nodes first, then remote nodes, as the guide says; nodes already on IMAGE are
+    left out. Refuses what is not supported, and remote nodes ahead of the cluster."""
     chosen = [p.node(n) for n in names] if names else list(p.nodes)
     for n in chosen:
         if n.backend != "lxc":
             raise UsageError(
                 f"{n.name} is a VM: upgrading VM nodes is not supported yet (containers only)"
             )
-        if n.role != "cluster":
+        if n.role == "guest":
             raise UsageError(
-                f"{n.name} is a {n.role} node: upgrading remote and guest nodes is not "
-                "supported yet (cluster nodes only); name the cluster nodes to upgrade"
+                f"{n.name} is a guest node: upgrading guest nodes is not supported yet "
+                "(cluster and remote nodes only); name the nodes to upgrade"
             )
-    todo = [n for n in chosen if n.image != image]
-    # Cluster nodes before remote and guest nodes, as the guide says; stable otherwise.
-    return sorted(dict.fromkeys(todo), key=lambda n: n.role != "cluster")
+    todo = list(dict.fromkeys(n for n in chosen if n.image != image))
+    behind = [n.name for n in p.cluster_nodes if n.image != image and n not in todo]
+    if behind and any(n.role == "remote" for n in todo):
+        raise UsageError(
+            f"remote nodes go after the cluster nodes (Pacemaker's guide), and "
+            f"{', '.join(behind)} would stay behind: upgrade the cluster nodes first"
+        )
+    return sorted(todo, key=lambda n: n.role != "cluster")
 
 
 def parse_ids(text: str) -> dict[str, int]:
@@ -207,6 +213,28 @@ def _wait_moved_off(c: ssh.Connection, node: str, timeout: float) -> None:
             raise WaitTimeout(
                 f"{node} in standby still runs {', '.join(left)} after {timeout:.0f} s"
             )
+        time.sleep(stack.POLL)
+
+
+def _connection(c: ssh.Connection, rid: str, enabled: bool, check: bool = True) -> None:
+    """Stop (target-role=Stopped) or release a remote node's connection resource."""
+    if enabled:
+        c.run(f"crm_resource --resource {rid} --meta --delete-parameter target-role", check=check)
+    else:
+        c.run(
+            f"crm_resource --resource {rid} --meta --set-parameter target-role "
+            "--parameter-value Stopped"
+        )
+
+
+def _wait_inactive(c: ssh.Connection, rid: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = stack.crm_mon(c).resources.get(rid)
+        if r is None or not r.active:
+            return
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"{rid} still active after {timeout:.0f} s")
         time.sleep(stack.POLL)
 
 
@@ -473,13 +501,22 @@ def _upgrade_node(
                 _standby(obs, node.name, True)
                 _wait_moved_off(obs, node.name, MOVE_TIMEOUT)
             took("standby, resources moved")
-    if not resume:
+    if not resume and node.role == "cluster":
         with phase("pacemaker and corosync stopped"), lab.connect(p, node) as c:
             # Not a fence: the rejoin delay (provision.FORMED_MARKER) is not for this boot.
             c.run(f"rm -f {provision.FORMED_MARKER}")
             c.run("systemctl stop pacemaker.service", timeout=STOP_TIMEOUT)
             c.run("systemctl stop corosync.service", timeout=STOP_TIMEOUT)
         took("pacemaker and corosync stopped")
+    elif not resume:
+        # The connection is stopped first, so that losing pacemaker_remote is no failure.
+        with phase("connection stopped, pacemaker_remote stopped"):
+            with lab.connect(p, others[0]) as obs:
+                _connection(obs, stack.connection_resource(node), enabled=False)
+                _wait_inactive(obs, stack.connection_resource(node), MOVE_TIMEOUT)
+            with lab.connect(p, node) as c:
+                c.run("systemctl stop pacemaker_remote.service", timeout=STOP_TIMEOUT)
+        took("connection stopped, pacemaker_remote stopped")
     node_images = {**{n.name: n.image for n in p.nodes}, node.name: target.name}
     new_p = plan.make_plan(
         spec_after(rec.spec, node_images, target.name), rec.subnet_index, state_dir, node_images
@@ -518,18 +555,28 @@ def _upgrade_node(
         ssh.wait_for_banner(str(node.ip), timeout=lab.SSH_TIMEOUT)
         with lab.connect(new_p, new_node) as c:
             # Enabled at boot; started here too in case a unit was left disabled.
-            c.run("systemctl enable --now corosync.service pacemaker.service")
+            if node.role == "cluster":
+                c.run("systemctl enable --now corosync.service pacemaker.service")
+            else:
+                c.run("systemctl enable --now pacemaker_remote.service")
+                stack.wait_listening(c, rec.spec.remote_port)
+        if node.role != "cluster":
+            with lab.connect(new_p, others[0]) as obs:
+                # A rerun finds it stopped by the run before: no failure if not there.
+                _connection(obs, stack.connection_resource(node), enabled=True, check=not resume)
     took("ssh and stack up")
     with phase("online and caught up"):
         with lab.connect(new_p, others[0]) as obs:
-            stack.wait_online(obs, {node.name: "cluster"}, timeout=ONLINE_TIMEOUT)
+            stack.wait_online(obs, {node.name: node.role}, timeout=ONLINE_TIMEOUT)
         with lab.connect(new_p, new_node) as c:
-            # Its own view: it has joined, knows the DC and sees itself online.
-            stack.wait_online(
-                c, {n.name: "cluster" for n in new_p.cluster_nodes}, timeout=ONLINE_TIMEOUT
-            )
-            version_after = pcmk.parse_node_version(c.run(pcmk.NODE_VERSION_COMMAND).stdout).version
-            c.run(f"mkdir -p /etc/labctl && touch {provision.FORMED_MARKER}")
+            if node.role == "cluster":
+                # Its own view: it has joined, knows the DC and sees itself online.
+                stack.wait_online(
+                    c, {n.name: "cluster" for n in new_p.cluster_nodes}, timeout=ONLINE_TIMEOUT
+                )
+                c.run(f"mkdir -p /etc/labctl && touch {provision.FORMED_MARKER}")
+            out = c.run(pcmk.NODE_VERSION_COMMAND).stdout
+            version_after = pcmk.parse_node_version(out).version
     took("online and caught up")
     with phase("out of standby, resources started"), lab.connect(new_p, others[0]) as obs:
         if not keep_standby:

@@ -118,3 +118,35 @@ def test_a_node_that_does_not_come_back_stops_the_upgrade_and_a_rerun_finishes_i
 
     labctl("down", lab)
     assert _of_lab(host_state(), lab) == _of_lab(before, lab)
+
+
+def test_a_remote_lab_upgrades_cluster_nodes_first_then_remote_nodes(labs, before):
+    labctl("image", "build", "debian13", timeout=1800)
+    lab = labs.name()
+    labctl_json("up", "--mode", "remote", "--nodes", "2", "--resources", "4", "--name", lab)
+    # The guide's order: remote nodes ahead of their cluster is refused in one line.
+    proc = labctl("upgrade", lab, f"{lab}-r1", "--to", "debian13", check=False)
+    assert proc.returncode == 2 and "upgrade the cluster nodes first" in proc.stderr
+
+    rc, result = _upgrade(lab, "--to", "debian13", "--check", "--bound", str(BOUND))
+    assert [n["name"] for n in result["nodes"]] == [
+        f"{lab}-c1",
+        f"{lab}-c2",
+        f"{lab}-r1",
+        f"{lab}-r2",
+    ]
+    check = result["check"]
+    assert check["quorum_kept"] and check["fenced"] == [], check["findings"]
+    assert max(check["longest_down"].values()) <= BOUND, check["findings"]
+    assert check["ok"] and rc == 0, check["findings"]
+    s = labctl_json("status", lab)
+    assert [(n["version"], n["pacemaker"]) for n in s["nodes"]] == [
+        ("3.0.0", "Online"),
+        ("3.0.0", "Online"),
+        ("3.0.0", "RemoteOnline"),
+        ("3.0.0", "RemoteOnline"),
+    ]
+    assert all(s["resources"].values()), s["resources"]
+
+    labctl("down", lab)
+    assert _of_lab(host_state(), lab) == _of_lab(before, lab)

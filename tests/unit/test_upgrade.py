@@ -43,11 +43,38 @@ def test_nodes_on_the_target_already_are_left_out_so_a_second_run_does_nothing()
     assert upgrade.upgrade_targets(done, "debian13", []) == []
 
 
-def test_remote_guest_and_vm_nodes_are_refused_in_one_line():
-    with pytest.raises(UsageError, match="remote node: upgrading remote and guest nodes is not"):
-        upgrade.upgrade_targets(_plan(2, mode="remote"), "debian13", [])
+def test_remote_nodes_go_after_the_cluster_nodes_and_never_ahead_of_them():
+    p = _plan(2, mode="remote")
+    assert [n.name for n in upgrade.upgrade_targets(p, "debian13", [])] == [
+        "u-c1",
+        "u-c2",
+        "u-r1",
+        "u-r2",
+    ]
+    # Named remote nodes first: still after the cluster nodes.
+    names = ["u-r2", "u-c1", "u-c2"]
+    assert [n.name for n in upgrade.upgrade_targets(p, "debian13", names)] == [
+        "u-c1",
+        "u-c2",
+        "u-r2",
+    ]
+    with pytest.raises(UsageError, match="upgrade the cluster nodes first") as e:
+        upgrade.upgrade_targets(p, "debian13", ["u-c1", "u-r1"])
+    assert "u-c2 would stay behind" in str(e.value)
+    # Once the cluster is on the image, its remote nodes may follow one by one.
+    done = make_plan(
+        make_spec("u", 2, mode="remote", cluster_image="debian13", remote_image="debian12"),
+        1,
+        Path("/s"),
+    )
+    assert [n.name for n in upgrade.upgrade_targets(done, "debian13", ["u-r1"])] == ["u-r1"]
+
+
+def test_guest_and_vm_nodes_are_refused_in_one_line():
+    with pytest.raises(UsageError, match="guest node: upgrading guest nodes is not supported"):
+        upgrade.upgrade_targets(_plan(2, mode="guest"), "debian13", [])
     # Naming only the cluster nodes of such a lab works.
-    names = [n.name for n in upgrade.upgrade_targets(_plan(2, mode="remote"), "debian13", ["u-c1"])]
+    names = [n.name for n in upgrade.upgrade_targets(_plan(2, mode="guest"), "debian13", ["u-c1"])]
     assert names == ["u-c1"]
     with pytest.raises(UsageError, match="is a VM: upgrading VM nodes is not supported yet"):
         upgrade.upgrade_targets(_plan(2, backend="vm"), "debian13", [])
