@@ -74,24 +74,19 @@ def check_versions(source: str, target: str) -> None:
 
 def upgrade_targets(p: LabPlan, image: str, names: Sequence[str]) -> list[NodePlan]:
     """The nodes to upgrade to IMAGE, in order (NAMES, default every node): cluster
-    nodes first, then remote nodes, as the guide says; nodes already on IMAGE are
-    left out. Refuses what is not supported, and remote nodes ahead of the cluster."""
+    nodes first, then remote and guest nodes, as the guide says; nodes already on
+    IMAGE are left out. Refuses VMs, and remote or guest nodes ahead of the cluster."""
     chosen = [p.node(n) for n in names] if names else list(p.nodes)
     for n in chosen:
         if n.backend != "lxc":
             raise UsageError(
                 f"{n.name} is a VM: upgrading VM nodes is not supported yet (containers only)"
             )
-        if n.role == "guest":
-            raise UsageError(
-                f"{n.name} is a guest node: upgrading guest nodes is not supported yet "
-                "(cluster and remote nodes only); name the nodes to upgrade"
-            )
     todo = list(dict.fromkeys(n for n in chosen if n.image != image))
     behind = [n.name for n in p.cluster_nodes if n.image != image and n not in todo]
-    if behind and any(n.role == "remote" for n in todo):
+    if behind and any(n.role != "cluster" for n in todo):
         raise UsageError(
-            f"remote nodes go after the cluster nodes (Pacemaker's guide), and "
+            f"remote and guest nodes go after the cluster nodes (Pacemaker's guide), and "
             f"{', '.join(behind)} would stay behind: upgrade the cluster nodes first"
         )
     return sorted(todo, key=lambda n: n.role != "cluster")
@@ -442,7 +437,11 @@ def _upgrade(
             fence_after = _fence_history(c)
         with virt.connection(virt.default_uri("lxc")) as conn:
             ids = virt.domain_ids(conn, [n.name for n in p.nodes])
-        restarted = sorted(n for n, i in ids.items() if i != expected_ids.get(n))
+        # A guest is the cluster's to stop and start (it moves with its cluster node).
+        guests = {n.name for n in p.nodes if n.role == "guest"}
+        restarted = sorted(
+            n for n, i in ids.items() if i != expected_ids.get(n) and n not in guests
+        )
         result_check = check.analyse(
             sampler.samples, watched, fence_before, fence_after, restarted, bound
         )
@@ -508,7 +507,7 @@ def _upgrade_node(
             c.run("systemctl stop pacemaker.service", timeout=STOP_TIMEOUT)
             c.run("systemctl stop corosync.service", timeout=STOP_TIMEOUT)
         took("pacemaker and corosync stopped")
-    elif not resume:
+    elif not resume and node.role == "remote":
         # The connection is stopped first, so that losing pacemaker_remote is no failure.
         with phase("connection stopped, pacemaker_remote stopped"):
             with lab.connect(p, others[0]) as obs:
@@ -517,6 +516,12 @@ def _upgrade_node(
             with lab.connect(p, node) as c:
                 c.run("systemctl stop pacemaker_remote.service", timeout=STOP_TIMEOUT)
         took("connection stopped, pacemaker_remote stopped")
+    elif not resume:
+        # A guest's container is the cluster's: its VirtualDomain resource stops it.
+        with phase("guest stopped by the cluster"), lab.connect(p, others[0]) as obs:
+            _connection(obs, stack.connection_resource(node), enabled=False)
+            _wait_inactive(obs, stack.connection_resource(node), MOVE_TIMEOUT)
+        took("guest stopped by the cluster")
     node_images = {**{n.name: n.image for n in p.nodes}, node.name: target.name}
     new_p = plan.make_plan(
         spec_after(rec.spec, node_images, target.name), rec.subnet_index, state_dir, node_images
@@ -549,9 +554,16 @@ def _upgrade_node(
                 legacy_cgroups=legacy,
                 mounts=provision.host_mounts(new_p, new_node),
             )
-            virt.define_and_start(conn, xml)
+            if node.role == "guest":
+                # The cluster starts it from this file (`virsh create`) once released.
+                lab.guest_config(new_p, new_node).write_text(xml)
+            else:
+                virt.define_and_start(conn, xml)
     took(f"root swapped to {target.name}")
     with phase("ssh and stack up"):
+        if node.role == "guest":
+            with lab.connect(new_p, others[0]) as obs:
+                _connection(obs, stack.connection_resource(node), enabled=True, check=not resume)
         ssh.wait_for_banner(str(node.ip), timeout=lab.SSH_TIMEOUT)
         with lab.connect(new_p, new_node) as c:
             # Enabled at boot; started here too in case a unit was left disabled.
@@ -560,7 +572,7 @@ def _upgrade_node(
             else:
                 c.run("systemctl enable --now pacemaker_remote.service")
                 stack.wait_listening(c, rec.spec.remote_port)
-        if node.role != "cluster":
+        if node.role == "remote":
             with lab.connect(new_p, others[0]) as obs:
                 # A rerun finds it stopped by the run before: no failure if not there.
                 _connection(obs, stack.connection_resource(node), enabled=True, check=not resume)

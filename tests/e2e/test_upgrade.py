@@ -150,3 +150,37 @@ def test_a_remote_lab_upgrades_cluster_nodes_first_then_remote_nodes(labs, befor
 
     labctl("down", lab)
     assert _of_lab(host_state(), lab) == _of_lab(before, lab)
+
+
+# A guest is a resource of its cluster node: standby moves it, which for a container
+# is a stop and a boot elsewhere, and its resources with it. That is a guest's
+# failover (seen: 7-12 s here), so the bound for a guest lab is that, not a Dummy's move.
+GUEST_BOUND = 30.0
+
+
+def test_a_guest_lab_upgrades_its_guests_after_the_cluster_nodes(labs, before):
+    labctl("image", "build", "debian13", timeout=1800)
+    lab = labs.name()
+    labctl_json("up", "--mode", "guest", "--nodes", "2", "--resources", "4", "--name", lab)
+
+    rc, result = _upgrade(lab, "--to", "debian13", "--check", "--bound", str(GUEST_BOUND))
+    assert [n["name"] for n in result["nodes"]] == [
+        f"{lab}-c1",
+        f"{lab}-c2",
+        f"{lab}-g1",
+        f"{lab}-g2",
+    ]
+    check = result["check"]
+    assert check["quorum_kept"] and check["fenced"] == [], check["findings"]
+    assert check["ok"] and rc == 0, check["findings"]
+    s = labctl_json("status", lab)
+    assert [(n["version"], n["pacemaker"]) for n in s["nodes"]] == [
+        ("3.0.0", "Online"),
+        ("3.0.0", "Online"),
+        ("3.0.0", "GuestOnline"),
+        ("3.0.0", "GuestOnline"),
+    ]
+    assert all(s["resources"].values()), s["resources"]
+
+    labctl("down", lab)
+    assert _of_lab(host_state(), lab) == _of_lab(before, lab)

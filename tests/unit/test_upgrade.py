@@ -70,12 +70,16 @@ def test_remote_nodes_go_after_the_cluster_nodes_and_never_ahead_of_them():
     assert [n.name for n in upgrade.upgrade_targets(done, "debian13", ["u-r1"])] == ["u-r1"]
 
 
-def test_guest_and_vm_nodes_are_refused_in_one_line():
-    with pytest.raises(UsageError, match="guest node: upgrading guest nodes is not supported"):
-        upgrade.upgrade_targets(_plan(2, mode="guest"), "debian13", [])
-    # Naming only the cluster nodes of such a lab works.
-    names = [n.name for n in upgrade.upgrade_targets(_plan(2, mode="guest"), "debian13", ["u-c1"])]
-    assert names == ["u-c1"]
+def test_guest_nodes_follow_the_cluster_and_vm_nodes_are_refused_in_one_line():
+    p = _plan(2, mode="guest")
+    assert [n.name for n in upgrade.upgrade_targets(p, "debian13", [])] == [
+        "u-c1",
+        "u-c2",
+        "u-g1",
+        "u-g2",
+    ]
+    with pytest.raises(UsageError, match="remote and guest nodes go after the cluster nodes"):
+        upgrade.upgrade_targets(p, "debian13", ["u-g1"])
     with pytest.raises(UsageError, match="is a VM: upgrading VM nodes is not supported yet"):
         upgrade.upgrade_targets(_plan(2, backend="vm"), "debian13", [])
     with pytest.raises(UsageError, match="has no node 'u-c9'"):
