@@ -34,7 +34,7 @@ from labctl import (
     virt,
 )
 from labctl import ssh as ssh_module
-from labctl.errors import CommandTimeout, HostError, LabctlError
+from labctl.errors import CommandTimeout, HostError, LabctlError, UsageError
 from labctl.spec import (
     DEFAULT_CLUSTER_NODES,
     MAX_CLUSTER_NODES,
@@ -490,7 +490,7 @@ def upgrade_(
     """Rolling upgrade: each node in turn put in standby, restarted on IMAGE, back online."""
     try:
         if not to:
-            raise LabctlError("give the image to upgrade to: --to IMAGE (see `labctl image list`)")
+            raise UsageError("give the image to upgrade to: --to IMAGE (see `labctl image list`)")
         r = upgrade.upgrade(
             validate_name(name), state_dir, to, nodes or [], check, bound, _reporter()
         )
