@@ -420,10 +420,13 @@ def _upgrade(
                     pending if node.name == resume else None,
                 )
             except LabctlError as e:
+                units = (
+                    "-u corosync -u pacemaker" if node.role == "cluster" else "-u pacemaker_remote"
+                )
                 err = LabctlError(
                     f"upgrade stopped at {node.name}: {e} (lab left as it is; look at "
                     f"`labctl status {name}` and `labctl ssh {name} {node.name} -- "
-                    "journalctl -b -u corosync -u pacemaker`)"
+                    f"journalctl -b {units}`; run the upgrade again once it is fixed)"
                 )
                 err.exit_code = e.exit_code
                 raise err from e
