@@ -593,11 +593,14 @@ def _upgrade_node(
             out = c.run(pcmk.NODE_VERSION_COMMAND).stdout
             version_after = pcmk.parse_node_version(out).version
     took("online and caught up")
-    with phase("out of standby, resources started"), lab.connect(new_p, others[0]) as obs:
+    with phase("out of standby, cluster settled"), lab.connect(new_p, others[0]) as obs:
         if not keep_standby:
             _standby(obs, node.name, False)
+        # Settled, not only started: lifting standby may move resources back (seen:
+        # a Dummy stopped for its move just after all were reported started).
+        obs.run(f"crm_resource --wait --timeout {MOVE_TIMEOUT:.0f}s", timeout=MOVE_TIMEOUT + 30)
         stack.wait_started(obs, active, MOVE_TIMEOUT)
-    took("out of standby, resources started")
+    took("out of standby, cluster settled")
     write_pending(new_p, None)
     return (
         NodeUpgrade(
