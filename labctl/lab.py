@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import time
@@ -187,6 +188,8 @@ def status(name: str, state_dir: Path) -> LabStatus:
                 feature_set=pn.feature_set if pn else "",
             )
         )
+    if pending := pending_upgrade_note(p, name):
+        notes.append(pending)
     mixed = is_mixed(nodes, view.mixed_version if view else False)
     if mixed and p.mixed:
         notes.append(mixed_note(nodes))
@@ -218,6 +221,19 @@ def status(name: str, state_dir: Path) -> LabStatus:
         mixed=mixed,
         dc_version=view.dc_version if view else "",
         resources=resource_places(view, rec.spec.resources),
+    )
+
+
+def pending_upgrade_note(p: LabPlan, name: str) -> str:
+    """A note when `labctl upgrade` stopped with a node out of the cluster, else ""."""
+    try:
+        node = json.loads((p.dir / state.PENDING_UPGRADE).read_text())["node"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    image = next((n.image for n in p.nodes if n.name == node), "?")
+    return (
+        f"an upgrade stopped at {node} (its root: {image}), which may still be in standby: "
+        f"`labctl upgrade {name} --to IMAGE` finishes it once it is fixed"
     )
 
 

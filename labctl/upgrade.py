@@ -251,7 +251,7 @@ class Pending:
 
 
 def pending_path(p: LabPlan) -> Path:
-    return p.dir / "upgrade-pending.json"
+    return p.dir / state.PENDING_UPGRADE
 
 
 def read_pending(p: LabPlan) -> Pending | None:

@@ -106,6 +106,7 @@ def test_a_node_that_does_not_come_back_stops_the_upgrade_and_a_rerun_finishes_i
     # Left as it is: the swapped node on its new image, out of the cluster; the other untouched.
     assert (nodes[node]["image"], nodes[node]["pacemaker"]) == ("debian13", "OFFLINE")
     assert nodes[f"{lab}-c2"]["version"] == "2.1.5" and s["quorate"]
+    assert any(n.startswith(f"an upgrade stopped at {node}") for n in s["notes"]), s["notes"]
     assert all(s["resources"].values()), s["resources"]
 
     labctl("ssh", lab, node, "--", "cp /root/cc.good /etc/corosync/corosync.conf")

@@ -9,6 +9,7 @@ import pytest
 from labctl import upgrade
 from labctl import upgrade_check as check
 from labctl.errors import UsageError
+from labctl.lab import pending_upgrade_note
 from labctl.pacemaker import ClusterView, PcmkNode, PcmkResource
 from labctl.plan import make_plan
 from labctl.spec import make_spec
@@ -124,6 +125,16 @@ def test_a_node_left_half_way_is_remembered_until_it_is_back(tmp_path):
     assert upgrade.read_pending(p) is None
     upgrade.pending_path(p).write_text("{not json")
     assert upgrade.read_pending(p) is None
+
+
+def test_status_notes_an_upgrade_that_stopped_half_way(tmp_path):
+    p = make_plan(make_spec("u", 3), 1, tmp_path, {"u-c2": "debian13"})
+    p.dir.mkdir(parents=True)
+    assert pending_upgrade_note(p, "u") == ""
+    upgrade.write_pending(p, upgrade.Pending("u-c2", False, (), "debian12"))
+    note = pending_upgrade_note(p, "u")
+    assert note.startswith("an upgrade stopped at u-c2 (its root: debian13)")
+    assert "`labctl upgrade u --to IMAGE`" in note
 
 
 # ---------------------------------------------------------------- ids across images
