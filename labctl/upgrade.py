@@ -318,7 +318,7 @@ class Sampler:
                     self.samples.append(
                         check.sample_of(t, observer.name, view, self.watched, upgrading)
                     )
-                except LabctlError as e:
+                except Exception as e:  # any failed sample is a gap, never the thread's end
                     if observer.name in conns:
                         conns.pop(observer.name).close()
                     self.samples.append(
