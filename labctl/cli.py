@@ -34,10 +34,11 @@ from labctl import (
     proc,
     sshconfig,
     state,
+    upgrade,
     virt,
 )
 from labctl import ssh as ssh_module
-from labctl.errors import CommandTimeout, HostError, LabctlError
+from labctl.errors import CommandTimeout, HostError, LabctlError, UsageError
 from labctl.spec import (
     DEFAULT_CLUSTER_NODES,
     MAX_CLUSTER_NODES,
@@ -175,8 +176,14 @@ def _status_table(s: lab.LabStatus) -> Table:
     if s.properties:
         title += "; " + ", ".join(f"{k}={v}" for k, v in s.properties.items())
     t = Table(title=title)
+    captions = []
     if s.pacemaker_build:
-        t.caption = f"Pacemaker build {s.pacemaker_build} from {s.pacemaker_tree}"
+        captions.append(f"Pacemaker build {s.pacemaker_build} from {s.pacemaker_tree}")
+    if s.resources:
+        where = ", ".join(f"{r} on {n or 'STOPPED'}" for r, n in s.resources.items())
+        captions.append(f"test resources: {where}")
+    if captions:
+        t.caption = "\n".join(captions)
     # The image column only where nodes differ in it (a mixed lab): a narrow table.
     per_image = len(s.images) > 1
     columns = ["node", "role", "address", "domain", "pacemaker", "runs on", "version"]
@@ -299,6 +306,13 @@ def up(
             "a build of it, made when needed.",
         ),
     ] = None,
+    resources: Annotated[
+        int,
+        typer.Option(
+            "--resources",
+            help="Test resources: N ocf:pacemaker:Dummy primitives (dummy-1..N), started.",
+        ),
+    ] = 0,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     as_json: AsJson = False,
 ) -> None:
@@ -320,6 +334,7 @@ def up(
             pacemaker=str(pacemaker) if pacemaker else None,
             cluster_image=cluster_image,
             remote_image=remote_image,
+            resources=resources,
         )
         s = lab.up(spec, state_dir, _reporter(), keep_on_failure=keep_on_failure, mirror=mirror)
     except LabctlError as e:
@@ -474,6 +489,91 @@ def deploy_(
         _fail(e)
         return
     _print_status(s, as_json)
+
+
+@app.command("upgrade")
+def upgrade_(
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    nodes: Annotated[
+        list[str] | None, typer.Argument(help="Nodes to upgrade, in order (default: all).")
+    ] = None,
+    to: Annotated[str, typer.Option("--to", help="The built image to upgrade to.")] = "",
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Watch the cluster meanwhile (crm_mon once a second): quorum, resource "
+            "downtime, fencing, DC changes; exit 1 if the upgrade broke a promise.",
+        ),
+    ] = False,
+    bound: Annotated[
+        float,
+        typer.Option("--bound", help="--check: seconds a resource may be down (a failover)."),
+    ] = upgrade.check.DEFAULT_BOUND,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    as_json: AsJson = False,
+) -> None:
+    """Rolling upgrade: each node in turn put in standby, restarted on IMAGE, back online."""
+    try:
+        if not to:
+            raise UsageError("give the image to upgrade to: --to IMAGE (see `labctl image list`)")
+        r = upgrade.upgrade(
+            validate_name(name), state_dir, to, nodes or [], check, bound, _reporter()
+        )
+    except LabctlError as e:
+        _fail(e)
+        return
+    if as_json:
+        out.print_json(json.dumps(r.to_dict()))
+    else:
+        _print_upgrade(r)
+    raise typer.Exit(0 if r.check is None or r.check.ok else 1)
+
+
+def _print_upgrade(r: upgrade.UpgradeResult) -> None:
+    t = Table(title=f"lab {r.lab}: upgrade to {r.to_image} in {r.seconds:.0f} s")
+    for col in ("node", "image", "Pacemaker", "DC before", "seconds", "phases (s)"):
+        t.add_column(col)
+    for n in r.nodes:
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in n.phases.items())
+        t.add_row(
+            n.name,
+            f"{n.from_image} → {n.to_image}",
+            f"{n.version_before} → {n.version_after}",
+            n.dc_before,
+            f"{n.seconds:.1f}",
+            phases,
+        )
+    out.print(t)
+    if r.skipped:
+        out.print(f"already on {r.to_image}: {', '.join(r.skipped)}")
+    if not r.nodes:
+        out.print("nothing to upgrade")
+    c = r.check
+    if c is None:
+        return
+    ct = Table(title=f"while upgrading: {c.samples} crm_mon samples ({c.unanswered} unanswered)")
+    ct.add_column("check")
+    ct.add_column("result")
+    ct.add_row(
+        "quorum kept", "yes" if c.quorum_kept else "NO", style="" if c.quorum_kept else "red"
+    )
+    for res, secs in c.longest_down.items():
+        style = "red" if secs > c.bound else ""
+        ct.add_row(f"{res} longest down", f"{secs:.1f} s (bound {c.bound:.0f} s)", style=style)
+    fenced = ", ".join(f.target for f in c.fenced) or "nobody"
+    ct.add_row("fenced", fenced, style="red" if c.fenced else "")
+    if c.restarted:
+        ct.add_row("restarted by someone else", ", ".join(c.restarted), style="red")
+    changes = "; ".join(
+        f"{d.t:.0f} s {d.old or '(none)'} → {d.new or '(none)'}" for d in c.dc_changes
+    )
+    ct.add_row("DC changes", f"{len(c.dc_changes)}: {changes}" if changes else "none")
+    ct.add_row("no DC (elections)", f"{c.no_dc_seconds:.1f} s")
+    out.print(ct)
+    for f in c.findings:
+        out.print(f"[red]finding:[/red] {escape(f)}")
+    out.print("[green]check passed[/green]" if c.ok else "[red]check failed[/red]")
 
 
 @image_app.command("build")

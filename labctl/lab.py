@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import time
@@ -129,6 +130,17 @@ class LabStatus:
     images: list[str] = field(default_factory=list)  # the images its nodes are made from
     mixed: bool = False  # its nodes run different Pacemaker versions (theirs or crm_mon's word)
     dc_version: str = ""  # the DC's Pacemaker, as crm_mon shows it
+    # The lab's test resources (`up --resources N`): id -> where each runs ("" stopped).
+    resources: dict[str, str] = field(default_factory=dict)
+
+
+def resource_places(view: pcmk.ClusterView | None, count: int) -> dict[str, str]:
+    """Where each of the lab's COUNT Dummy resources runs, as VIEW shows it; pure."""
+    out = {}
+    for i in range(1, count + 1):
+        r = view.resources.get(pcmk.dummy_id(i)) if view else None
+        out[pcmk.dummy_id(i)] = ", ".join(r.nodes) if r and r.active else ""
+    return out
 
 
 def status(name: str, state_dir: Path) -> LabStatus:
@@ -176,6 +188,8 @@ def status(name: str, state_dir: Path) -> LabStatus:
                 feature_set=pn.feature_set if pn else "",
             )
         )
+    if pending := pending_upgrade_note(p, name):
+        notes.append(pending)
     mixed = is_mixed(nodes, view.mixed_version if view else False)
     if mixed and p.mixed:
         notes.append(mixed_note(nodes))
@@ -206,6 +220,20 @@ def status(name: str, state_dir: Path) -> LabStatus:
         images=list(p.images),
         mixed=mixed,
         dc_version=view.dc_version if view else "",
+        resources=resource_places(view, rec.spec.resources),
+    )
+
+
+def pending_upgrade_note(p: LabPlan, name: str) -> str:
+    """A note when `labctl upgrade` stopped with a node out of the cluster, else ""."""
+    try:
+        node = json.loads((p.dir / state.PENDING_UPGRADE).read_text())["node"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    image = next((n.image for n in p.nodes if n.name == node), "?")
+    return (
+        f"an upgrade stopped at {node} (its root: {image}), which may still be in standby: "
+        f"`labctl upgrade {name} --to IMAGE` finishes it once it is fixed"
     )
 
 
@@ -678,6 +706,21 @@ def _create(
         parallel(reach, p.nodes)
 
     start_pacemaker(p, reporter, conns)
+    if p.spec.resources:
+        phase = reporter.phase(f"{p.spec.resources} test resources started")
+        with phase, connect(p, p.cluster_nodes[0]) as c:
+            add_test_resources(p, c)
+
+
+RESOURCES_TIMEOUT = 120.0
+
+
+def add_test_resources(p: LabPlan, c: ssh.Connection) -> None:
+    """The lab's Dummy resources, in one CIB change (cibadmin), and a wait until each
+    is started somewhere; idempotent."""
+    stack.create_many(c, [pcmk.to_text(x) for x in pcmk.dummy_primitives(p.spec.resources)])
+    ids = [pcmk.dummy_id(i) for i in range(1, p.spec.resources + 1)]
+    stack.wait_started(c, ids, RESOURCES_TIMEOUT + p.spec.resources)
 
 
 def make_node_dir(node: NodePlan) -> None:

@@ -182,6 +182,32 @@ def guest_primitive(
     )
 
 
+DUMMY_AGENT = "ocf:pacemaker:Dummy"
+
+
+def dummy_id(i: int) -> str:
+    return f"dummy-{i}"
+
+
+def dummy_primitive(i: int) -> etree._Element:
+    """Test resource I (1-based): an ocf:pacemaker:Dummy with a recurring monitor, so
+    that the cluster notices when it is gone and a failover shows in crm_mon."""
+    rid = dummy_id(i)
+    return E.primitive(
+        E.operations(
+            E.op(id=f"{rid}-monitor-10s", name="monitor", interval="10s", timeout="20s"),
+        ),
+        id=rid,
+        type="Dummy",
+        provider="pacemaker",
+        **{"class": "ocf"},
+    )
+
+
+def dummy_primitives(count: int) -> list[etree._Element]:
+    return [dummy_primitive(i) for i in range(1, count + 1)]
+
+
 def no_discovery(rid: str, nodes: list[str]) -> list[etree._Element]:
     """Location constraints that keep NODES from probing resource RID.
 

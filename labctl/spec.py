@@ -27,6 +27,9 @@ MAX_CLUSTER_NODES = 32  # corosync/knet handles more; past this a lab on one hos
 DEFAULT_CLUSTER_NODES = 2  # remote/guest labs: the smallest cluster that can fail over
 DEFAULT_IMAGE = "debian12"
 MAX_NAME = 20  # so that "NAME-g64" stays a short host name and a short domain name
+# Test resources (ocf:pacemaker:Dummy) a lab may be given: enough to watch failovers,
+# few enough that a 2-core host's scheduler is not what a test measures.
+MAX_RESOURCES = 200
 
 _NAME_RE = re.compile(r"^[a-z](?:[a-z0-9-]*[a-z0-9])?$")
 
@@ -52,6 +55,7 @@ class LabSpec:
     # The built image of the remote and guest nodes when it is not IMAGE (a mixed lab);
     # IMAGE is then the cluster nodes' image.
     remote_image: str | None = None
+    resources: int = 0  # ocf:pacemaker:Dummy primitives (dummy-1..N) made once the lab is up
 
     @property
     def total_nodes(self) -> int:
@@ -108,6 +112,7 @@ def make_spec(
     pacemaker: str | None = None,
     cluster_image: str | None = None,
     remote_image: str | None = None,
+    resources: int = 0,
 ) -> LabSpec:
     """Validate raw user input into a LabSpec; every problem is a one-line UsageError.
     IMAGE sets every node's image; CLUSTER_IMAGE and REMOTE_IMAGE set one role's."""
@@ -146,6 +151,8 @@ def make_spec(
         raise UsageError(f"--vcpus must be between 1 and 64 (got {vcpus})")
     if not 1 <= remote_port <= 65535:
         raise UsageError(f"--remote-port must be a TCP port, 1-65535 (got {remote_port})")
+    if not 0 <= resources <= MAX_RESOURCES:
+        raise UsageError(f"--resources must be between 0 and {MAX_RESOURCES} (got {resources})")
     image, remote_image = role_images(mode, image, cluster_image, remote_image)
     cloud_image = None
     if is_image_ref(image):
@@ -198,6 +205,7 @@ def make_spec(
         image_checksum=image_checksum,
         pacemaker=pacemaker,
         remote_image=remote_image,
+        resources=resources,
     )
 
 

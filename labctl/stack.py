@@ -158,6 +158,19 @@ def wait_stopped(c: ssh.Connection, agent: str, timeout: float) -> None:
         time.sleep(POLL)
 
 
+def wait_started(c: ssh.Connection, ids: list[str], timeout: float) -> pcmk.ClusterView:
+    """Poll crm_mon on C until every resource of IDS is active somewhere."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = crm_mon(c)
+        down = [i for i in ids if i not in view.resources or not view.resources[i].active]
+        if not down:
+            return view
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"not started after {timeout:.0f} s: {', '.join(down)}")
+        time.sleep(POLL)
+
+
 def set_properties(c: ssh.Connection, props: dict[str, str]) -> None:
     for name, value in props.items():
         c.run(

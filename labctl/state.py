@@ -15,6 +15,8 @@ from labctl.plan import LabPlan, make_plan
 from labctl.spec import DEFAULT_IMAGE, LabSpec
 
 DEFAULT_STATE_DIR = Path("/var/lib/labctl")
+# In a lab's directory while `labctl upgrade` has a node out of the cluster.
+PENDING_UPGRADE = "upgrade-pending.json"
 
 
 def labs_dir(state_dir: Path) -> Path:

@@ -286,6 +286,16 @@ QEMU_UNDEFINE_FLAGS = (
 )
 
 
+def domain_ids(conn: libvirt.virConnect, names: list[str]) -> dict[str, int | None]:
+    """Each running domain's ID (a new one after every start), None if not running."""
+    out: dict[str, int | None] = {}
+    for name in names:
+        with _call("lookupByName", f"domain {name}"):
+            dom = _lookup(conn.lookupByName, name)
+            out[name] = dom.ID() if dom is not None and dom.isActive() else None
+    return out
+
+
 def remove_domain(conn: libvirt.virConnect, name: str, kill_init: bool = False) -> bool:
     """Destroy (hard stop) and undefine domain NAME; False if there was none.
 

@@ -89,3 +89,7 @@ def test_a_mixed_labs_two_fence_devices_pass_crm_verify(image):
     # Devices only, no nodes: with fencing on, crm_verify warns (and fails) that
     # nodes without status are unclean, which says nothing about the devices.
     crm_verify(image, pcmk.cib_document(devices, pcmk.lab_properties(True)))
+
+
+def test_test_resources_pass_crm_verify(image):
+    crm_verify(image, pcmk.cib_document(pcmk.dummy_primitives(4), pcmk.lab_properties(False)))
