@@ -313,6 +313,22 @@ def up(
             help="Test resources: N ocf:pacemaker:Dummy primitives (dummy-1..N), started.",
         ),
     ] = 0,
+    packages: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--packages",
+            help="Debian packages added to every node, comma-separated (containers; a "
+            "layer built once per image and list).",
+        ),
+    ] = None,
+    bare: Annotated[
+        bool,
+        typer.Option(
+            "--bare",
+            help="No cluster set up: nodes with packages, keys and names only (for pcs, "
+            "crmsh, Ansible to set one up).",
+        ),
+    ] = False,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     as_json: AsJson = False,
 ) -> None:
@@ -335,6 +351,8 @@ def up(
             cluster_image=cluster_image,
             remote_image=remote_image,
             resources=resources,
+            packages=packages or [],
+            bare=bare,
         )
         s = lab.up(spec, state_dir, _reporter(), keep_on_failure=keep_on_failure, mirror=mirror)
     except LabctlError as e:

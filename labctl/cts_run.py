@@ -109,6 +109,7 @@ def prepare(
     returns the plan, the version, the tree and what CTS's environment needs besides."""
     host.require_root("labctl cts")
     p = lab.load_plan(name, state_dir)
+    lab.refuse_bare(p, "CTS")
     check_lab(p)
     rec = state.read_record(state_dir, name)
     build = pcmkbuild.resolve(state_dir, rec.build) if rec and rec.build else None

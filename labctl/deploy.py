@@ -61,6 +61,7 @@ def _deploy(
         )
     if rec.spec.cloud_image:
         raise UsageError(f"lab {name!r} runs a cloud image, which cannot take a build")
+    lab.refuse_bare(rec.plan(state_dir), "`labctl deploy`")
     if rec.plan(state_dir).mixed:
         # As `up --pacemaker`: one build on every node, made for one image.
         raise UsageError(
@@ -133,7 +134,9 @@ def _swap(p: LabPlan, image: images.Image, b: pcmkbuild.Build) -> None:
             virt.remove_domain(conn, node.name, kill_init=True)
             for target in mounts.mounts_under(node.dir):
                 mounts.unmount(target)
-            mounts.mount_overlay(lab.lowers(image, b, node.layer), node.upper, node.work, node.root)
+            mounts.mount_overlay(
+                lab.lowers(image, b, node.layer, p.spec.packages), node.upper, node.work, node.root
+            )
             # A lab made by a labctl without the init wrapper gets it now.
             lab.write_files(node.root, [provision.lxc_init_file()])
 

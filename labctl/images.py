@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labctl import locks, mounts, proc, safety
-from labctl.errors import HostError, NotFoundError, UsageError
+from labctl.errors import CommandError, HostError, NotFoundError, UsageError
 from labctl.render import render
 
 Progress = Callable[[str], None]
@@ -370,12 +370,15 @@ def build_layer(
     post: str = "",
     env: dict[str, str] | None = None,
     in_chroot: str = "",
+    add_only: bool = False,
 ) -> None:
     """Install PACKAGES over LOWERS (top first) in a private mount namespace; LAYER
     receives the diff. IN_CHROOT is shell run just after the install, while the
     tree still has /proc and the host's resolv.conf (apt can download); POST is
     shell run at the end. Both run in the namespace, with $merged the whole tree
-    (and ENV in their environment)."""
+    (and ENV in their environment). ADD_ONLY: refresh apt's lists first (the image's may
+    be older than its mirror), and fail rather than remove any package of the lowers
+    (pcs over a remote node's layer would take pacemaker-remote away)."""
     work, merged = scratch / "work", scratch / "merged"
     for d in (layer, work, merged):
         d.mkdir(parents=True, exist_ok=True)
@@ -389,7 +392,8 @@ mount -t proc proc "$merged/proc"
 cp /etc/resolv.conf "$merged/etc/resolv.conf"
 printf '#!/bin/sh\nexit 101\n' > "$merged/usr/sbin/policy-rc.d"
 chmod 755 "$merged/usr/sbin/policy-rc.d"
-chroot "$merged" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+if [ -n "$ADD_ONLY" ]; then chroot "$merged" apt-get update -q; fi
+chroot "$merged" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ${ADD_ONLY:+--no-remove} "$@"
 """
         + in_chroot
         + r"""
@@ -412,8 +416,53 @@ umount "$merged/proc"
         ],
         where=f"image layer {layer.name}",
         timeout=APT_LAYER_TIMEOUT,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **(env or {}), **({"ADD_ONLY": "1"} if add_only else {})},
     )
+
+
+def packages_layer(img: Image, role_layer: str, packages: Sequence[str]) -> Path:
+    """Where the layer of PACKAGES over IMG's ROLE_LAYER is kept: in the image's own
+    directory, so that a rebuild or `image rm` takes it along. Pure."""
+    key = hashlib.sha256(json.dumps([role_layer, sorted(packages)]).encode()).hexdigest()[:16]
+    return img.dir / "packages" / f"{role_layer}-{key}"
+
+
+def build_packages_layer(
+    img: Image, role_layer: str, packages: Sequence[str], progress: Progress
+) -> Path:
+    """The layer of PACKAGES over IMG's ROLE_LAYER, built once (from the image's own
+    apt sources, on the host's network: labs' networks stay isolated) and then reused."""
+    final = packages_layer(img, role_layer, packages)
+    with locks.hold("image", img.name, locks.command_line(), wait=True):
+        if final.is_dir():
+            return final
+        final.parent.mkdir(mode=0o755, exist_ok=True)
+        build = final.parent / f".build-{final.name}-{os.getpid()}"
+        shutil.rmtree(build, ignore_errors=True)
+        started = time.monotonic()
+        progress(f"layer {role_layer} + {', '.join(packages)} over image {img.name}")
+        try:
+            build_layer(
+                [img.layer(role_layer), img.base],
+                build / "layer",
+                tuple(packages),
+                build / "scratch",
+                add_only=True,
+            )
+            (build / "layer").rename(final)
+        except CommandError as e:
+            said = [ln for ln in (e.stderr or e.stdout).splitlines() if ln.startswith("E: ")]
+            why = " | ".join(said[-2:]) or f"exit {e.status}"
+            if "remove is disabled" in why:
+                why += " (a package replacing one of the image's, e.g. pacemaker on remote nodes)"
+            raise UsageError(
+                f"--packages {','.join(packages)}: apt cannot add them to image {img.name}'s "
+                f"{role_layer} nodes: {why}"
+            ) from None
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+        progress(f"layer built in {time.monotonic() - started:.0f} s ({tree_size(final)} bytes)")
+    return final
 
 
 def _layer_post(base: Path, layer: Path, name: str) -> None:

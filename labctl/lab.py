@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -130,6 +130,8 @@ class LabStatus:
     images: list[str] = field(default_factory=list)  # the images its nodes are made from
     mixed: bool = False  # its nodes run different Pacemaker versions (theirs or crm_mon's word)
     dc_version: str = ""  # the DC's Pacemaker, as crm_mon shows it
+    packages: list[str] = field(default_factory=list)  # added to every node (--packages)
+    bare: bool = False  # made with --bare: no cluster set up by labctl
     # The lab's test resources (`up --resources N`): id -> where each runs ("" stopped).
     resources: dict[str, str] = field(default_factory=dict)
 
@@ -165,7 +167,9 @@ def status(name: str, state_dir: Path) -> LabStatus:
         )
     p = rec.plan(state_dir)
     view, props, why = _pacemaker_view(p, doms)
-    notes = [why] if why else []
+    notes = [why] if why and not p.spec.bare else []
+    if p.spec.bare:
+        notes.append("bare lab (--bare): labctl set up no cluster here; what runs is yours")
     running = [n for n in p.nodes if n.name in doms and doms[n.name].state == "running"]
     versions = dict(zip(running, parallel(partial(_node_pacemaker, p), running), strict=True))
     nodes = []
@@ -220,6 +224,8 @@ def status(name: str, state_dir: Path) -> LabStatus:
         images=list(p.images),
         mixed=mixed,
         dc_version=view.dc_version if view else "",
+        packages=list(p.spec.packages),
+        bare=p.spec.bare,
         resources=resource_places(view, rec.spec.resources),
     )
 
@@ -506,6 +512,12 @@ def _up(
                         state_dir, name, mirror=mirror, progress=reporter.emit
                     )
             built[name] = image
+        if spec.packages:
+            # Each image and role layer the lab's nodes use gets the packages once (cached).
+            layers = {(n.image, n.layer) for n in plan.make_plan(spec, 1, state_dir).nodes}
+            with reporter.phase(f"packages {', '.join(spec.packages)}"):
+                for name, layer in sorted(layers):
+                    images.build_packages_layer(built[name], layer, spec.packages, reporter.emit)
         build = None
         if spec.pacemaker:
             with reporter.phase("build Pacemaker"):
@@ -648,10 +660,13 @@ def _create(
             make_vm_disks(conns["vm"], p, node, backing, capacity, write_seed)
             return
         mounts.mount_overlay(
-            lowers(built[node.image], build, node.layer), node.upper, node.work, node.root
+            lowers(built[node.image], build, node.layer, p.spec.packages),
+            node.upper,
+            node.work,
+            node.root,
         )
         write_files(node.root, files_of(node))
-        if preseeded(node):
+        if preseeded(node) and not p.spec.bare:
             preseed_cluster_node(p, node, fence_key)
 
     with reporter.phase("roots"):
@@ -705,6 +720,9 @@ def _create(
     with reporter.phase("ssh ready"):
         parallel(reach, p.nodes)
 
+    if p.spec.bare:
+        start_bare(p, reporter)
+        return
     start_pacemaker(p, reporter, conns)
     if p.spec.resources:
         phase = reporter.phase(f"{p.spec.resources} test resources started")
@@ -732,10 +750,19 @@ def make_node_dir(node: NodePlan) -> None:
         d.chmod(mode)  # mkdir's mode is filtered by the umask
 
 
-def lowers(image: images.Image | None, build: pcmkbuild.Build | None, layer: str) -> list[Path]:
-    """A node's lower layers, top first: a Pacemaker build's over the image's (if IMAGE)."""
+def lowers(
+    image: images.Image | None,
+    build: pcmkbuild.Build | None,
+    layer: str,
+    packages: Sequence[str] = (),
+) -> list[Path]:
+    """A node's lower layers, top first: a Pacemaker build's over the layer of the lab's
+    extra PACKAGES (if any) over the image's (if IMAGE)."""
     own = build.lowers(layer) if build else []
-    return [*own, image.layer(layer), image.base] if image else own
+    if image is None:
+        return own
+    extra = [images.packages_layer(image, layer, packages)] if packages else []
+    return [*own, *extra, image.layer(layer), image.base]
 
 
 def vm_dir(build: pcmkbuild.Build | None) -> Path | None:
@@ -800,6 +827,27 @@ def preseed_cluster_node(p: LabPlan, node: NodePlan, fence_key: bytes | None) ->
     props = pcmk.lab_properties(p.spec.fencing, p.spec.mode == "guest")
     script = f"{pcmk.seed_cib_command(props)} && systemctl enable -q {' '.join(BOOT_UNITS)}"
     proc.run(["chroot", str(node.root), "sh", "-c", script], where="host", timeout=60.0)
+
+
+def start_bare(p: LabPlan, reporter: Reporter) -> None:
+    """A bare lab (`up --bare`) gets no cluster: no corosync.conf, CIB or authkey, for
+    tools that set one up themselves (pcs, crmsh, the ha_cluster role). Its fencing
+    is there for them to use: fence_virtd runs and cluster nodes have its key."""
+    fps = fencing.fence_plans(p, virt.default_uri) if p.spec.fencing else []
+    for fp in fps:
+        with reporter.phase("fence_virtd started"):
+            fencing.start(p, fp)
+
+    def prepare(node: NodePlan) -> None:
+        with connect(p, node) as c:
+            # Debian's corosync package ships an example corosync.conf, and pacemaker's
+            # makes an authkey when it is installed: the image's, the same in every lab.
+            c.run(f"rm -f {pcmk.COROSYNC_CONF} {pcmk.AUTHKEY_PATH}")
+            if fps and node.role == "cluster":
+                stack.push_secret(c, fps[0].key_file.read_bytes(), fencing.NODE_KEY_PATH)
+
+    with reporter.phase("bare nodes"):
+        parallel(prepare, p.nodes)
 
 
 def start_pacemaker(p: LabPlan, reporter: Reporter, conns: Conns) -> pcmk.ClusterView:
@@ -919,6 +967,7 @@ def _rotate_authkey(name: str, state_dir: Path, reporter: Reporter | None) -> No
     reporter = reporter or Reporter()
     host.require_root("labctl authkey rotate")
     p = load_plan(name, state_dir)
+    refuse_bare(p, "`labctl authkey rotate`")
     key = secrets.new_authkey()
     pending = p.dir / "authkey.new"
     # Keep the new key before pushing it: a failure half-way leaves it recoverable.
@@ -981,6 +1030,7 @@ def fence(name: str, node: str, state_dir: Path, reporter: Reporter | None = Non
 def _fence(name: str, node: str, state_dir: Path, reporter: Reporter | None) -> None:
     reporter = reporter or Reporter()
     p = load_plan(name, state_dir)
+    refuse_bare(p, "`labctl fence` (fence_xvm is yours to configure)")
     target = p.node(node)
     if not p.spec.fencing:
         raise UsageError(f"lab {name!r} has no fencing (made with --no-fencing)")
@@ -1005,6 +1055,15 @@ def _fence(name: str, node: str, state_dir: Path, reporter: Reporter | None) -> 
 
 def connect(p: LabPlan, node: NodePlan) -> ssh.Connection:
     return ssh.Connection(node.name, str(node.ip), p.private_key, p.known_hosts)
+
+
+def refuse_bare(p: LabPlan, what: str) -> None:
+    """One line for commands that need the cluster a bare lab does not have."""
+    if p.spec.bare:
+        raise UsageError(
+            f"lab {p.name!r} is bare (made with --bare): it has no cluster for {what}; "
+            "make one without --bare"
+        )
 
 
 def load_plan(name: str, state_dir: Path) -> LabPlan:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -56,6 +57,9 @@ class LabSpec:
     # IMAGE is then the cluster nodes' image.
     remote_image: str | None = None
     resources: int = 0  # ocf:pacemaker:Dummy primitives (dummy-1..N) made once the lab is up
+    # Debian packages added to every node (a cached layer over the image's), sorted
+    packages: tuple[str, ...] = ()
+    bare: bool = False  # nodes with packages, keys and names, but no cluster configured
 
     @property
     def total_nodes(self) -> int:
@@ -113,6 +117,8 @@ def make_spec(
     cluster_image: str | None = None,
     remote_image: str | None = None,
     resources: int = 0,
+    packages: Sequence[str] = (),
+    bare: bool = False,
 ) -> LabSpec:
     """Validate raw user input into a LabSpec; every problem is a one-line UsageError.
     IMAGE sets every node's image; CLUSTER_IMAGE and REMOTE_IMAGE set one role's."""
@@ -189,6 +195,19 @@ def make_spec(
                 f"--pacemaker {pacemaker}: not a Pacemaker source tree (no configure.ac there)"
             )
         pacemaker = str(tree.resolve())
+    wanted = parse_packages(packages)
+    if wanted and backend != "lxc":
+        raise UsageError(
+            "--packages adds a layer to containers' roots; VM nodes cannot take it yet "
+            "(use --backend lxc, or install them over `labctl exec`)"
+        )
+    if bare and resources:
+        raise UsageError("--resources needs a cluster to put them in, and --bare makes none")
+    if bare and mode == "guest":
+        raise UsageError(
+            "--bare makes no cluster, and guest nodes are started by the cluster: "
+            "use --mode cluster or remote with --bare"
+        )
     return LabSpec(
         name=name,
         nodes=nodes,
@@ -206,7 +225,29 @@ def make_spec(
         pacemaker=pacemaker,
         remote_image=remote_image,
         resources=resources,
+        packages=wanted,
+        bare=bare,
     )
+
+
+_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1
+MAX_PACKAGES = 64
+
+
+def parse_packages(given: Sequence[str]) -> tuple[str, ...]:
+    """Package names from --packages (comma-separated, repeatable): sorted, once each;
+    pure. Only names: a version or release (`pkg=1.2`, `pkg/trixie`) would make the
+    cached layer depend on what a mirror serves that day."""
+    names = sorted({w.strip() for item in given for w in item.split(",") if w.strip()})
+    bad = [n for n in names if not _PACKAGE_RE.match(n)]
+    if bad:
+        raise UsageError(
+            f"--packages: not Debian package names: {', '.join(map(repr, bad))} "
+            "(names only, e.g. --packages pcs,crmsh)"
+        )
+    if len(names) > MAX_PACKAGES:
+        raise UsageError(f"--packages: at most {MAX_PACKAGES} packages (got {len(names)})")
+    return tuple(names)
 
 
 def role_images(

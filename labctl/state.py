@@ -84,7 +84,7 @@ def read_record(state_dir: Path, name: str) -> LabRecord | None:
             # It becomes a path under images/ and builds/ (deploy builds there).
             raise LabctlError(f"{path} names image {image!r}: not using it")
     return LabRecord(
-        spec=LabSpec(**data["spec"]),
+        spec=LabSpec(**{**data["spec"], "packages": tuple(data["spec"].get("packages", ()))}),
         subnet_index=data["subnet_index"],
         state=data["state"],
         created=data["created"],

@@ -370,6 +370,12 @@ def _upgrade(
     if rec.spec.cloud_image:
         raise UsageError(f"lab {name!r} runs a cloud image: it has no image layers to swap")
     p = rec.plan(state_dir)
+    lab.refuse_bare(p, "a rolling upgrade")
+    if p.spec.packages:
+        raise UsageError(
+            f"lab {name!r} has extra packages (--packages): upgrade does not swap their "
+            "layer yet; make the lab on the target image instead"
+        )
     target = images.find_image(state_dir, to)
     if target is None or target.stale:
         raise NotFoundError(f"image {to!r} is not built: `labctl image build {to}` first")
