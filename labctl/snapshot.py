@@ -45,7 +45,7 @@ from labctl.spec import validate_name
 # The snapshot `up` takes of every container lab it makes: what `reset` restores.
 UP_SNAPSHOT = "up"
 MAX_NAME = 40
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 SNAPSHOTS = "snapshots"
 MANIFEST = "manifest.json"
 # cp of a node's upper directory: a few hundred KiB after `up`; a lab that has run
@@ -92,7 +92,7 @@ class Copy:
 def check_name(name: str, reserved_ok: bool = False) -> str:
     """NAME if it can name a snapshot (one path component, no leading dot); else a
     one-line UsageError. The `up` snapshot is `reset`'s, not to be taken by hand. Pure."""
-    if not name or len(name) > MAX_NAME or not _NAME_RE.match(name):
+    if not name or len(name) > MAX_NAME or not _NAME_RE.fullmatch(name):
         raise UsageError(
             f"snapshot name {name[:60]!r} is not valid: up to {MAX_NAME} letters, digits, "
             "'.', '_' or '-', starting with a letter or digit"
