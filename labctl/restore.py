@@ -31,7 +31,7 @@ from labctl import (
     virt,
 )
 from labctl import snapshot as snap_mod
-from labctl.errors import NotFoundError, UsageError
+from labctl.errors import LabctlError, NotFoundError, UsageError
 from labctl.plan import LabPlan, NodePlan
 from labctl.spec import validate_name
 from labctl.xml import lxc_domain_xml
@@ -94,6 +94,27 @@ def _restore(
     missing = [c.node for c in copies if not c.src.is_dir()]
     if missing:
         raise UsageError(f"snapshot {snap.name!r} lacks nodes {', '.join(missing)}: not usable")
+    try:
+        return _put_back(p, snap, snap_dir, copies, lowers, reporter, t0)
+    except LabctlError as e:
+        # Every step can run again: a second restore starts from whatever is left.
+        err = LabctlError(
+            f"{e} (restore stopped half-way: `labctl restore {name} {snap.name}` again, "
+            f"or `labctl down {name}`)"
+        )
+        err.exit_code = e.exit_code
+        raise err from e
+
+
+def _put_back(
+    p: LabPlan,
+    snap: snap_mod.Snapshot,
+    snap_dir: Path,
+    copies: list[snap_mod.Copy],
+    lowers: dict[str, list[Path]],
+    reporter: lab.Reporter,
+    t0: float,
+) -> Restored:
     with reporter.phase("nodes stopped"):
         _stop(p)
     with reporter.phase("nodes' layers restored"):
@@ -114,7 +135,7 @@ def _restore(
     seconds = time.monotonic() - t0
     lab.parallel(lambda n: lab.mark_formed(p, n), list(p.cluster_nodes))
     states = {n.name: view.nodes[n.name].state for n in p.nodes if n.name in view.nodes}
-    return Restored(name, snap.name, states, round(seconds, 2), dict(reporter.timings))
+    return Restored(p.name, snap.name, states, round(seconds, 2), dict(reporter.timings))
 
 
 def _lowers(p: LabPlan, state_dir: Path, build_label: str | None) -> dict[str, list[Path]]:
