@@ -10,8 +10,8 @@ moment of the whole cluster, as a power cut of every node at once would, and
 more, since the copy reads through the page cache (what a node wrote is in it
 even before it reached the disk). Stopping the nodes instead would cost a full
 boot and cluster formation on every snapshot; pausing costs a fraction of a
-second (README, "Snapshots"), well inside corosync's token timeout, so the
-cluster does not notice.
+second (README, "Snapshots, restore and reset"), well inside corosync's token
+timeout, so the cluster does not notice.
 
 Layout, under the lab's directory (so `down` removes snapshots with the lab):
     snapshots/              0700: the copies hold the authkey and SSH host keys
@@ -145,7 +145,10 @@ def mismatch(snap: Snapshot, p: LabPlan, build: str | None) -> str:
     upper directory only makes sense over the lower layers it was made over. Pure."""
     nodes = tuple(n.name for n in p.nodes)
     if snap.nodes != nodes:
-        return f"snapshot {snap.name!r} is of nodes {', '.join(snap.nodes)}, the lab has {', '.join(nodes)}"
+        return (
+            f"snapshot {snap.name!r} is of nodes {', '.join(snap.nodes)}, "
+            f"the lab has {', '.join(nodes)}"
+        )
     if snap.build != build:
         return (
             f"snapshot {snap.name!r} was taken on build {snap.build or 'none (the image)'}, "
