@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labctl import locks, proc, safety, secrets, state, virt
+from labctl import host, locks, proc, safety, secrets, state, virt
 from labctl.errors import LabctlError, NotFoundError, UsageError
 from labctl.plan import LabPlan
 from labctl.spec import validate_name
@@ -355,6 +355,7 @@ def take(
 ) -> Snapshot:
     """`labctl snapshot LAB [NAME]`: a snapshot of every node of lab NAME."""
     snap_name = check_name(snapshot_name or default_name(dt.datetime.now(dt.UTC)))
+    host.require_root("labctl snapshot")
     with locks.hold("lab", validate_name(name), locks.command_line()):
         p, rec = load(name, state_dir)
         return take_unlocked(p, rec.build, snap_name, replace)
@@ -363,6 +364,7 @@ def take(
 def remove(name: str, state_dir: Path, snapshot_name: str) -> None:
     """`labctl snapshots rm LAB NAME`: delete one snapshot (`up`'s too: reset then has none)."""
     check_name(snapshot_name, reserved_ok=True)
+    host.require_root("labctl snapshots rm")
     with locks.hold("lab", validate_name(name), locks.command_line()):
         p, _ = load(name, state_dir)
         find(p, snapshot_name)

@@ -171,3 +171,27 @@ def test_removing_a_snapshot_leaves_the_others(tmp_path):
     snapshot.remove_tree(snapshot.snapshots_dir(p), "a", "snapshot directory")
     assert [s.name for s in snapshot.list_snapshots(p)] == ["b"]
     assert os.listdir(snapshot.snapshots_dir(p)) == ["b"]
+
+
+def _cli(tmp_path: Path, *args: str):
+    from typer.testing import CliRunner
+
+    from labctl import cli
+
+    return CliRunner().invoke(cli.app, [*args, "--state-dir", str(tmp_path)])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("snapshot", "demo", "../x"), ("restore", "demo", "a/b"), ("snapshots", "rm", "demo", ".")],
+)
+def test_the_cli_refuses_a_bad_snapshot_name_in_one_line_before_anything_else(tmp_path, args):
+    r = _cli(tmp_path, *args)
+    assert r.exit_code == UsageError.exit_code, r.output
+    assert r.output.count("\n") == 1 and "not valid" in r.output
+
+
+def test_the_cli_says_there_is_no_such_lab_to_list_snapshots_of(tmp_path):
+    r = _cli(tmp_path, "snapshots", "list", "demo")
+    assert r.exit_code == NotFoundError.exit_code, r.output
+    assert "no lab 'demo'" in r.output and r.output.count("\n") == 1
