@@ -829,9 +829,10 @@ def _print_restored(r: restore.Restored, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(dataclasses.asdict(r)))
         return
+    online = sum(1 for state in r.nodes.values() if state.endswith("Online"))
     out.print(
-        f"lab {r.lab}: back to snapshot {r.snapshot}, all {len(r.nodes)} nodes online "
-        f"in {r.seconds:.1f} s (`labctl status {r.lab}` for more)"
+        f"lab {r.lab}: back to snapshot {r.snapshot}, {online} of {len(r.nodes)} nodes online "
+        f"(as when it was taken) in {r.seconds:.1f} s (`labctl status {r.lab}` for more)"
     )
 
 

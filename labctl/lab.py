@@ -546,7 +546,8 @@ def _snapshot_up(p: LabPlan, label: str | None, reporter: Reporter) -> None:
         return
     try:
         with reporter.phase("snapshot up"):
-            snapshot.take_unlocked(p, label, snapshot.UP_SNAPSHOT, replace=True)
+            every = tuple(n.name for n in p.nodes)  # `up` has just seen them all online
+            snapshot.take_unlocked(p, label, snapshot.UP_SNAPSHOT, replace=True, online=every)
     except LabctlError as e:
         reporter.emit(
             f"could not take the `up` snapshot ({e}): `labctl reset {p.name}` will not work"

@@ -131,7 +131,7 @@ def _put_back(
     with reporter.phase("ssh ready"):
         _reach((p, p.cluster_nodes[0]))
     with reporter.phase("all online"), lab.connect(p, p.cluster_nodes[0]) as c:
-        view = stack.wait_online(c, {n.name: n.role for n in p.nodes})
+        view = stack.wait_online(c, snap_mod.expected_online(snap, p))
     seconds = time.monotonic() - t0
     lab.parallel(lambda n: lab.mark_formed(p, n), list(p.cluster_nodes))
     states = {n.name: view.nodes[n.name].state for n in p.nodes if n.name in view.nodes}

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labctl import host, locks, proc, safety, secrets, state, virt
+from labctl import host, locks, proc, safety, secrets, ssh, stack, state, virt
+from labctl import pacemaker as pcmk
 from labctl.errors import LabctlError, NotFoundError, UsageError
 from labctl.plan import LabPlan
 from labctl.spec import validate_name
@@ -64,6 +65,8 @@ class Snapshot:
     node_images: dict[str, str]  # node -> the image its lower layers came from
     paused_s: float = 0.0  # how long the lab's domains were paused for it
     size: int = 0  # bytes of its files (filled in by `list_snapshots`)
+    # The nodes online in their role as it was taken (crm_mon); None: unknown.
+    online: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -74,6 +77,7 @@ class Snapshot:
             "node_images": self.node_images,
             "paused_s": self.paused_s,
             "size": self.size,
+            "online": None if self.online is None else list(self.online),
         }
 
 
@@ -160,6 +164,18 @@ def mismatch(snap: Snapshot, p: LabPlan, build: str | None) -> str:
     return ""
 
 
+def online_nodes(view: pcmk.ClusterView, p: LabPlan) -> tuple[str, ...]:
+    """The nodes of P that VIEW shows online in their role (`up`'s rule). Pure."""
+    return tuple(n.name for n in p.nodes if not pcmk.not_ready(view, {n.name: n.role}))
+
+
+def expected_online(snap: Snapshot, p: LabPlan) -> dict[str, str]:
+    """What a restore of SNAP waits for (name -> role): the nodes that were online
+    when it was taken (a guest stopped on purpose then stays stopped, and is not
+    waited for), or every node if that is unknown. Pure."""
+    return {n.name: n.role for n in p.nodes if snap.online is None or n.name in snap.online}
+
+
 def parse_manifest(text: str, name: str) -> Snapshot:
     """A snapshot's manifest; one that names another snapshot, or is not one, is refused."""
     try:
@@ -173,6 +189,7 @@ def parse_manifest(text: str, name: str) -> Snapshot:
             build=data.get("build"),
             node_images={str(k): str(v) for k, v in (data.get("node_images") or {}).items()},
             paused_s=float(data.get("paused_s", 0.0)),
+            online=None if data.get("online") is None else tuple(map(str, data["online"])),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise LabctlError(f"snapshot {name!r}: its {MANIFEST} is not usable ({e})") from None
@@ -293,9 +310,27 @@ def _resume(p: LabPlan) -> None:
     _on_domains(p, virt.resume_domain)
 
 
-def take_unlocked(p: LabPlan, rec_build: str | None, name: str, replace: bool = False) -> Snapshot:
+def _cluster_view(p: LabPlan) -> pcmk.ClusterView | None:
+    """crm_mon's view from the first cluster node that answers; None if none does."""
+    for node in p.cluster_nodes:
+        try:
+            with ssh.Connection(node.name, str(node.ip), p.private_key, p.known_hosts) as c:
+                return stack.crm_mon(c)
+        except LabctlError:
+            continue
+    return None
+
+
+def take_unlocked(
+    p: LabPlan,
+    rec_build: str | None,
+    name: str,
+    replace: bool = False,
+    online: tuple[str, ...] | None = None,
+) -> Snapshot:
     """Snapshot NAME of lab P (its lock held by the caller): every running domain
-    paused, every node's upper directory copied, every domain resumed."""
+    paused, every node's upper directory copied, every domain resumed. ONLINE: the
+    nodes known to be online (`up` has just seen them all); else crm_mon is asked."""
     base = snapshots_dir(p)
     _ensure_dir(base)
     final = safety.child_dir(base, name, "snapshot directory")
@@ -319,6 +354,10 @@ def take_unlocked(p: LabPlan, rec_build: str | None, name: str, replace: bool = 
                 f"lab {p.name!r}: no upper directory for {', '.join(missing)}: "
                 f"is the lab whole? (`labctl status {p.name}`)"
             )
+        # Asked before the pause (it takes an SSH round trip): what a restore waits for.
+        if online is None:
+            view = _cluster_view(p)
+            online = None if view is None else online_nodes(view, p)
         t0 = time.monotonic()
         try:
             _pause(p)
@@ -334,6 +373,7 @@ def take_unlocked(p: LabPlan, rec_build: str | None, name: str, replace: bool = 
             build=rec_build,
             node_images={n.name: n.image for n in p.nodes},
             paused_s=paused,
+            online=online,
         )
         manifest = {k: v for k, v in snap.to_dict().items() if k != "size"}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -195,3 +195,25 @@ def test_the_cli_says_there_is_no_such_lab_to_list_snapshots_of(tmp_path):
     r = _cli(tmp_path, "snapshots", "list", "demo")
     assert r.exit_code == NotFoundError.exit_code, r.output
     assert "no lab 'demo'" in r.output and r.output.count("\n") == 1
+
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def test_a_snapshot_records_the_nodes_online_and_a_restore_waits_for_those_only():
+    from labctl import pacemaker as pcmk
+
+    p = make_plan(make_spec("rm", 3, mode="remote"), 3, STATE)
+    view = pcmk.parse_crm_mon((DATA / "crm_mon-remote-r2-stopped.xml").read_text())
+    online = snapshot.online_nodes(view, p)
+    assert online == ("rm-c1", "rm-c2", "rm-r1", "rm-r3")
+    s = _snap(p, online=online)
+    assert snapshot.expected_online(s, p) == {
+        "rm-c1": "cluster",
+        "rm-c2": "cluster",
+        "rm-r1": "remote",
+        "rm-r3": "remote",
+    }
+    # Unknown (the cluster did not answer when it was taken): `up`'s rule, every node.
+    assert snapshot.expected_online(_snap(p), p) == {n.name: n.role for n in p.nodes}
+    assert snapshot.parse_manifest(json.dumps(s.to_dict()), "s1").online == online
