@@ -290,24 +290,32 @@ def load(name: str, state_dir: Path) -> tuple[LabPlan, state.LabRecord]:
     return p, rec
 
 
-def _on_domains(p: LabPlan, fn: Callable[[Any, str], object]) -> list:
-    """FN(conn, node name) for every node of P at once: the pause is as short as
+def _on_domains(names: list[str], fn: Callable[[Any, str], object]) -> list:
+    """FN(conn, name) for every domain of NAMES at once: the pause is as short as
     the slowest call, not their sum."""
+    if not names:
+        return []
     with virt.connection(virt.default_uri("lxc")) as conn:
-        with ThreadPoolExecutor(max_workers=max(1, min(16, len(p.nodes)))) as pool:
-            futures = [pool.submit(fn, conn, n.name) for n in p.nodes]
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(names)))) as pool:
+            futures = [pool.submit(fn, conn, n) for n in names]
         errors = [f.exception() for f in futures if f.exception() is not None]
         if errors:
             raise errors[0]  # type: ignore[misc]
         return [f.result() for f in futures]
 
 
-def _pause(p: LabPlan) -> None:
-    _on_domains(p, virt.suspend_domain)
-
-
-def _resume(p: LabPlan) -> None:
-    _on_domains(p, virt.resume_domain)
+def _pause(p: LabPlan, paused: list[str]) -> None:
+    """Pause every running domain of P; PAUSED gets those this call paused, also
+    when it fails half-way (they are the ones to resume: a domain someone else
+    paused stays paused)."""
+    names = [n.name for n in p.nodes]
+    try:
+        done = _on_domains(names, virt.suspend_domain)
+    except BaseException:
+        # Which ones were paused is unknown: resume every paused one of the lab.
+        paused += names
+        raise
+    paused += [n for n, ok in zip(names, done, strict=True) if ok]
 
 
 def _cluster_view(p: LabPlan) -> pcmk.ClusterView | None:
@@ -359,20 +367,21 @@ def take_unlocked(
             view = _cluster_view(p)
             online = None if view is None else online_nodes(view, p)
         t0 = time.monotonic()
+        paused: list[str] = []
         try:
-            _pause(p)
+            _pause(p, paused)
             for c in copies:
                 copy_tree(c.src, c.dst)
         finally:
-            _resume(p)
-        paused = round(time.monotonic() - t0, 3)
+            _on_domains(paused, virt.resume_domain)
+        paused_s = round(time.monotonic() - t0, 3)
         snap = Snapshot(
             name=name,
             created=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
             nodes=tuple(n.name for n in p.nodes),
             build=rec_build,
             node_images={n.name: n.image for n in p.nodes},
-            paused_s=paused,
+            paused_s=paused_s,
             online=online,
         )
         manifest = {k: v for k, v in snap.to_dict().items() if k != "size"}
