@@ -217,3 +217,14 @@ def test_a_snapshot_records_the_nodes_online_and_a_restore_waits_for_those_only(
     # Unknown (the cluster did not answer when it was taken): `up`'s rule, every node.
     assert snapshot.expected_online(_snap(p), p) == {n.name: n.role for n in p.nodes}
     assert snapshot.parse_manifest(json.dumps(s.to_dict()), "s1").online == online
+
+
+def test_the_cli_refuses_a_vm_lab_in_one_line(tmp_path):
+    from labctl import state
+
+    p = _plan(tmp_path, backend="vm")
+    p.dir.mkdir(parents=True)
+    state.write_record(p, "up")
+    r = _cli(tmp_path, "snapshots", "list", "demo")
+    assert r.exit_code == UsageError.exit_code, r.output
+    assert "not supported yet" in r.output and r.output.count("\n") == 1
