@@ -7,7 +7,8 @@ replaced by the snapshot's copy (with a fresh work directory), the overlays
 mounted again, the domains started (remote nodes first, so their
 pacemaker_remote listens when the cluster connects; guests are left to the
 cluster, whose restored CIB starts them, as after `up`), and `up`'s readiness
-rule: every node online in its role.
+rule for the nodes that were online when the snapshot was taken (a node stopped
+on purpose then stays stopped, and is not waited for).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from labctl.xml import lxc_domain_xml
 
 @dataclass(frozen=True)
 class Restored:
-    """What a restore did: the lab, the snapshot, every node online (by crm_mon) after SECONDS."""
+    """What a restore did: the lab, the snapshot, the nodes' states once every node
+    that was online in it is online again (crm_mon), after SECONDS."""
 
     lab: str
     snapshot: str
