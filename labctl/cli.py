@@ -782,12 +782,16 @@ def snapshot_(
         bool, typer.Option("--replace", help="Replace a snapshot of that name.")
     ] = False,
     state_dir: StateDir = DEFAULT_STATE_DIR,
+    as_json: AsJson = False,
 ) -> None:
     """Save every node's state (the lab paused for a moment): `restore` goes back to it."""
     try:
         s = snapshot.take(validate_name(name), state_dir, snapshot_name, replace)
     except LabctlError as e:
         _fail(e)
+        return
+    if as_json:
+        out.print_json(json.dumps(s.to_dict()))
         return
     out.print(f"lab {name}: snapshot {s.name} taken (paused {s.paused_s:.2f} s)")
 

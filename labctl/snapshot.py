@@ -25,6 +25,7 @@ Restoring is restore.py's (it drives nodes and the cluster; this module does not
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -255,7 +256,7 @@ def list_snapshots(p: LabPlan) -> list[Snapshot]:
         except LabctlError:
             continue
         if snap is not None:
-            found.append(Snapshot(**{**snap.__dict__, "size": _size(entry)}))
+            found.append(dataclasses.replace(snap, size=_size(entry)))
     return sorted(found, key=lambda s: (s.created, s.name))
 
 
@@ -396,7 +397,7 @@ def take_unlocked(
     except BaseException:
         remove_tree(base, tmp_name, "snapshot directory")
         raise
-    return snap
+    return dataclasses.replace(snap, size=_size(final))
 
 
 def take(
