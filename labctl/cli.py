@@ -32,6 +32,8 @@ from labctl import (
     locks,
     pcmkbuild,
     proc,
+    restore,
+    snapshot,
     sshconfig,
     state,
     upgrade,
@@ -107,7 +109,9 @@ host_app = typer.Typer(no_args_is_help=True, help="The host labctl runs on.")
 authkey_app = typer.Typer(no_args_is_help=True, help="The lab's Pacemaker authkey.")
 app.add_typer(image_app, name="image")
 app.add_typer(host_app, name="host")
+snapshots_app = typer.Typer(no_args_is_help=True, help="A lab's snapshots.")
 app.add_typer(authkey_app, name="authkey")
+app.add_typer(snapshots_app, name="snapshots")
 
 out = Console()
 err = Console(stderr=True)
@@ -907,6 +911,112 @@ def authkey_rotate(
         _fail(e)
         return
     out.print(f"lab {name}: authkey replaced on every node; all nodes online")
+
+
+@app.command("snapshot")
+def snapshot_(
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    snapshot_name: Annotated[
+        str | None, typer.Argument(metavar="[NAME]", help="Snapshot name (default: the time).")
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace a snapshot of that name.")
+    ] = False,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    as_json: AsJson = False,
+) -> None:
+    """Save every node's state (the lab paused for a moment): `restore` goes back to it."""
+    try:
+        s = snapshot.take(validate_name(name), state_dir, snapshot_name, replace)
+    except LabctlError as e:
+        _fail(e)
+        return
+    if as_json:
+        out.print_json(json.dumps(s.to_dict()))
+        return
+    out.print(f"lab {name}: snapshot {s.name} taken (paused {s.paused_s:.2f} s)")
+
+
+@app.command("restore")
+def restore_(
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    snapshot_name: Annotated[
+        str | None, typer.Argument(metavar="[NAME]", help="Snapshot (default: the newest).")
+    ] = None,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    as_json: AsJson = False,
+) -> None:
+    """Put every node back to a snapshot; return once every node is online."""
+    try:
+        r = restore.restore(validate_name(name), state_dir, snapshot_name, _reporter())
+    except LabctlError as e:
+        _fail(e)
+        return
+    _print_restored(r, as_json)
+
+
+@app.command("reset")
+def reset(
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    as_json: AsJson = False,
+) -> None:
+    """Put every node back to the state `up` left it in; return once every node is online."""
+    try:
+        r = restore.reset(validate_name(name), state_dir, _reporter())
+    except LabctlError as e:
+        _fail(e)
+        return
+    _print_restored(r, as_json)
+
+
+def _print_restored(r: restore.Restored, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(dataclasses.asdict(r)))
+        return
+    online = sum(1 for state in r.nodes.values() if state.endswith("Online"))
+    out.print(
+        f"lab {r.lab}: back to snapshot {r.snapshot}, {online} of {len(r.nodes)} nodes online "
+        f"(as when it was taken) in {r.seconds:.1f} s (`labctl status {r.lab}` for more)"
+    )
+
+
+@snapshots_app.command("list")
+def snapshots_list(
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    as_json: AsJson = False,
+) -> None:
+    """A lab's snapshots, oldest first (`up` is the one `reset` restores)."""
+    try:
+        snaps = snapshot.listing(validate_name(name), state_dir)
+    except LabctlError as e:
+        _fail(e)
+        return
+    if as_json:
+        out.print_json(json.dumps([x.to_dict() for x in snaps]))
+        return
+    t = Table()
+    for col in ("snapshot", "created", "nodes", "KiB", "paused s"):
+        t.add_column(col)
+    for x in snaps:
+        t.add_row(x.name, x.created, str(len(x.nodes)), str(x.size >> 10), f"{x.paused_s:.2f}")
+    out.print(t)
+
+
+@snapshots_app.command("rm")
+def snapshots_rm(
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    snapshot_name: Annotated[str, typer.Argument(metavar="NAME", help="Snapshot name.")],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Delete one snapshot of a lab (`down` deletes them all with the lab)."""
+    try:
+        snapshot.remove(validate_name(name), state_dir, snapshot_name)
+    except LabctlError as e:
+        _fail(e)
+        return
+    out.print(f"lab {name}: snapshot {snapshot_name} removed")
 
 
 @host_app.command("check")

@@ -333,6 +333,37 @@ def remove_domain(conn: libvirt.virConnect, name: str, kill_init: bool = False) 
     return True
 
 
+def suspend_domain(conn: libvirt.virConnect, name: str) -> bool:
+    """Pause domain NAME (a container: the cgroup freezer); False if it is not running."""
+    with _call("lookupByName", f"domain {name}"):
+        dom = _lookup(conn.lookupByName, name)
+    if dom is None:
+        return False
+    try:
+        if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+            return False
+        dom.suspend()
+    except libvirt.libvirtError as e:
+        if _no_such(e):
+            return False  # a guest the cluster stopped just now
+        raise translate(e, "suspend", f"domain {name}") from e
+    return True
+
+
+def resume_domain(conn: libvirt.virConnect, name: str) -> None:
+    """Let a paused domain NAME run again; one that is gone or running is left as it is."""
+    with _call("lookupByName", f"domain {name}"):
+        dom = _lookup(conn.lookupByName, name)
+    if dom is None:
+        return
+    try:
+        if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+            dom.resume()
+    except libvirt.libvirtError as e:
+        if not _no_such(e):
+            raise translate(e, "resume", f"domain {name}") from e
+
+
 def crash_domain(conn: libvirt.virConnect, name: str) -> None:
     """Stop domain NAME as a crash or a power cut would: nothing in it gets to act.
 

@@ -35,6 +35,8 @@ def _lab_entries(lab_dir: Path) -> list[Path]:
         if here.parent.name == "nodes":
             dirs[:] = [x for x in dirs if x not in NODE_OWN]
         out += [here / x for x in dirs + files]
+        if here.name == "nodes" and here.parent.parent.name == "snapshots":
+            dirs[:] = []  # a snapshot's copies of the nodes' own layers: theirs, as above
     return out
 
 
@@ -67,6 +69,10 @@ def test_lab_secrets_are_0600_in_private_directories_and_nothing_is_world_writab
             assert p.is_file() and _mode(p) == 0o600, f"{p}: {_mode(p):o}"
             assert p.lstat().st_uid == 0, p
             assert _private_path(lab_dir, p), f"{p}: a directory on its path is open"
+    # The `up` snapshot holds copies of the nodes' keys: nothing of it is open to others.
+    snaps = lab_dir / "snapshots"
+    assert _mode(snaps) == _mode(snaps / "up") == _mode(snaps / "up" / "nodes") == 0o700
+    assert _mode(snaps / "up" / "authkey") == 0o600
     nodes = lab_dir / "nodes"
     assert _mode(nodes) == 0o711
     for node in nodes.iterdir():

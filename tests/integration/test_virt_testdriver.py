@@ -68,3 +68,16 @@ def test_lab_network_create_list_subnets_and_remove(conn):
 def test_unreachable_daemon_is_a_host_error_naming_the_fix():
     with pytest.raises(HostError, match="scripts/setup-host"):
         virt.connect("lxc+unix:///system?socket=/nonexistent/sock")
+
+
+def test_suspend_and_resume_pause_a_running_domain_and_leave_others_alone(conn):
+    _define(conn, "snap-c1", "snap")
+    assert virt.suspend_domain(conn, "snap-c1") is True
+    assert conn.lookupByName("snap-c1").state()[0] == libvirt.VIR_DOMAIN_PAUSED
+    assert virt.suspend_domain(conn, "snap-c1") is False  # paused already: not again
+    virt.resume_domain(conn, "snap-c1")
+    assert conn.lookupByName("snap-c1").state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    virt.resume_domain(conn, "snap-c1")  # running: nothing to do
+    # A guest the cluster stopped has no domain: nothing to pause or resume.
+    assert virt.suspend_domain(conn, "snap-g1") is False
+    virt.resume_domain(conn, "snap-g1")
