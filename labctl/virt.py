@@ -197,8 +197,16 @@ def network_subnets(conn: libvirt.virConnect) -> list[ipaddress.IPv4Network]:
     """The IPv4 subnets of every libvirt network, labctl's or not."""
     subnets = []
     with _call("listAllNetworks", conn_name(conn)):
-        docs = [(net.name(), net.XMLDesc()) for net in conn.listAllNetworks()]
-    for _name, desc in docs:
+        nets = conn.listAllNetworks()
+    docs = []
+    for net in nets:
+        try:
+            docs.append(net.XMLDesc())
+        except libvirt.libvirtError as e:
+            if _no_such(e):
+                continue  # another lab's `down` removed it while we looked
+            raise translate(e, "XMLDesc", f"network {net.name()}") from e
+    for desc in docs:
         doc = etree.fromstring(desc.encode())
         for ip in doc.findall("ip"):
             addr = ip.get("address")

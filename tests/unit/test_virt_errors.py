@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import libvirt
 import pytest
 
@@ -123,3 +125,40 @@ def test_connection_block_error_is_not_replaced_by_its_close() -> None:
     with pytest.raises(KeyError), virt.connection("test:///default") as conn:
         conn.close()
         raise KeyError("the original")
+
+
+class _Net:
+    def __init__(self, name: str, xml: str | libvirt.libvirtError) -> None:
+        self._name, self._xml = name, xml
+
+    def name(self) -> str:
+        return self._name
+
+    def XMLDesc(self) -> str:
+        if isinstance(self._xml, libvirt.libvirtError):
+            raise self._xml
+        return self._xml
+
+
+class _Nets:
+    def __init__(self, *nets: _Net) -> None:
+        self.nets = list(nets)
+
+    def getURI(self) -> str:
+        return "lxc:///"
+
+    def listAllNetworks(self) -> list[_Net]:
+        return self.nets
+
+
+def test_a_network_removed_while_subnets_are_listed_is_skipped() -> None:
+    # Seen: another lab's `down` removed its network between listAllNetworks and
+    # XMLDesc, and `up` of a second lab failed on "Network not found".
+    gone = libvirt_error(
+        libvirt.VIR_ERR_NO_NETWORK, libvirt.VIR_FROM_NETWORK, "Network not found: no network"
+    )
+    here = "<network><ip address='10.213.4.1' prefix='24'/></network>"
+    conn = _Nets(_Net("labctl-gone", gone), _Net("labctl-here", here))
+    assert virt.network_subnets(conn) == [ipaddress.IPv4Network("10.213.4.0/24")]  # type: ignore[arg-type]
+    with pytest.raises(VirtError, match="XMLDesc of network labctl-bad"):
+        virt.network_subnets(_Nets(_Net("labctl-bad", REFUSED)))  # type: ignore[arg-type]
