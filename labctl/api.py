@@ -7,6 +7,7 @@
         for r in lab.run_all("uptime", role="cluster"):
             ...
         lab.fence("rt-c2")
+        lab.snapshot("clean"); ...; lab.restore("clean")   # or lab.reset(): as `up` left it
     # the lab is down here, whatever happened inside
 
 The same operations the CLI runs (both sit on labctl.lab), without its tables:
@@ -23,9 +24,13 @@ from pathlib import Path
 from types import TracebackType
 
 from labctl import execute, lab, pacemaker, spec, stack, state
+from labctl import restore as restore_mod
+from labctl import snapshot as snapshot_mod
 from labctl.errors import LabctlError, UsageError
 from labctl.lab import DownReport, LabStatus, Reporter
 from labctl.plan import LabPlan, NodePlan
+from labctl.restore import Restored
+from labctl.snapshot import Snapshot
 
 DEFAULT_TIMEOUT = execute.DEFAULT_TIMEOUT
 
@@ -120,6 +125,23 @@ class Lab:
     def fence(self, node: Node | str) -> None:
         """Fence NODE through the cluster (stonith_admin); return once it is online again."""
         lab.fence(self.name, node.name if isinstance(node, Node) else node, self.state_dir)
+
+    def snapshot(self, name: str | None = None, *, replace: bool = False) -> Snapshot:
+        """Save every node's state (containers: their own layers, the lab paused for a
+        moment); NAME defaults to the time. REPLACE: over an existing one of that name."""
+        return snapshot_mod.take(self.name, self.state_dir, name, replace)
+
+    def restore(self, name: str | None = None) -> Restored:
+        """Every node back to snapshot NAME (default: the newest), all online again."""
+        return restore_mod.restore(self.name, self.state_dir, name)
+
+    def reset(self) -> Restored:
+        """Back to the state `up` left (the snapshot `up` took), all online again."""
+        return restore_mod.reset(self.name, self.state_dir)
+
+    def snapshots(self) -> list[Snapshot]:
+        """The lab's snapshots, oldest first."""
+        return snapshot_mod.listing(self.name, self.state_dir)
 
     def down(self) -> DownReport:
         """Remove the lab and everything it made; safe twice."""

@@ -113,7 +113,7 @@ def labctl_up() -> Maker:
     """What makes a lab: labctl.up(name=..., **parameters). Override to wrap or fake it."""
     import labctl  # here, not at import: the plugin loads into every pytest session
 
-    return labctl.up  # type: ignore[return-value]
+    return labctl.up
 
 
 @pytest.fixture(scope="session")

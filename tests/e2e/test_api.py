@@ -1,4 +1,5 @@
-"""labctl as a library, against real libvirt: up, run, run_all, crm_mon, down."""
+"""labctl as a library, against real libvirt: up, run, run_all, crm_mon, snapshot,
+restore, reset, down."""
 
 from __future__ import annotations
 
@@ -34,4 +35,20 @@ def test_the_api_makes_a_remote_lab_runs_commands_and_its_context_takes_it_down(
             f"{name}-r1": "RemoteOnline",
         }
         assert labctl.Lab(name, STATE_DIR).status().mode == "remote"
+
+        # Snapshots: a resource added after one is gone once it is restored, and after
+        # a reset (to `up`'s own snapshot); every node is online again each time.
+        lab.snapshot("clean")
+        assert [s.name for s in lab.snapshots()] == ["up", "clean"]
+        add = "crm_resource --resource api-dummy --get-parameter target-role >/dev/null 2>&1 || "
+        add += 'cibadmin --create -o resources -X \'<primitive id="api-dummy" '
+        add += 'class="ocf" provider="pacemaker" type="Dummy"/>\''
+        for back in (lambda: lab.restore("clean"), lab.reset):
+            assert lab.run(f"{name}-c1", add).ok
+            assert "api-dummy" in lab.crm_mon().resources
+            back()
+            view = lab.crm_mon()
+            assert "api-dummy" not in view.resources
+            assert view.quorate and all(n.online for n in view.nodes.values()), view
     assert host_state() == before
+    assert not (STATE_DIR / "labs" / name).exists()  # snapshots went with the lab
