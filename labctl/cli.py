@@ -131,6 +131,8 @@ def _complete_node(ctx: typer.Context, incomplete: str) -> list[str]:
     return complete.node_names(_completion_state_dir(ctx), ctx.params.get("name"), incomplete)
 
 
+# Every command's lab argument: completes to the state directory's labs.
+LabArg = Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)]
 StateDir = Annotated[
     Path,
     typer.Option(
@@ -416,7 +418,7 @@ def down(
 
 @app.command()
 def status(
-    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)] = "lab",
+    name: LabArg = "lab",
     state_dir: StateDir = DEFAULT_STATE_DIR,
     as_json: AsJson = False,
 ) -> None:
@@ -456,7 +458,7 @@ def list_(state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False) -> N
 
 @app.command()
 def ssh(
-    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)],
+    name: LabArg,
     node: Annotated[str, typer.Argument(help="Node name.", autocompletion=_complete_node)],
     command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --).")] = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
@@ -497,7 +499,7 @@ def build(
 
 @app.command("deploy")
 def deploy_(
-    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)],
+    name: LabArg,
     tree: Annotated[
         Path | None, typer.Argument(help="Source tree (default: the one the lab was made from).")
     ] = None,
@@ -515,7 +517,7 @@ def deploy_(
 
 @app.command("upgrade")
 def upgrade_(
-    name: Annotated[str, typer.Argument(help="Lab name.")],
+    name: LabArg,
     nodes: Annotated[
         list[str] | None, typer.Argument(help="Nodes to upgrade, in order (default: all).")
     ] = None,
@@ -722,7 +724,7 @@ def image_rm(
 
 @app.command()
 def fence(
-    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)],
+    name: LabArg,
     node: Annotated[str, typer.Argument(help="Node to fence.", autocompletion=_complete_node)],
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
@@ -737,7 +739,7 @@ def fence(
 
 @app.command("ssh-config")
 def ssh_config(
-    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)],
+    name: LabArg,
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
     """Print an OpenSSH config block for the lab's nodes (for an Include)."""
@@ -754,7 +756,7 @@ def ssh_config(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
 def exec_(
-    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)],
+    name: LabArg,
     command: Annotated[
         list[str] | None,
         typer.Argument(
@@ -796,7 +798,7 @@ def exec_(
 
 @app.command("inventory")
 def inventory_(
-    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)],
+    name: LabArg,
     fmt: Annotated[
         str,
         typer.Option(
@@ -823,7 +825,7 @@ def inventory_(
 )
 def cts(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)],
+    name: LabArg,
     pacemaker_src: Annotated[
         Path | None,
         typer.Option("--pacemaker-src", help="A configured Pacemaker source tree."),
@@ -901,7 +903,7 @@ def cts(
 
 @authkey_app.command("rotate")
 def authkey_rotate(
-    name: Annotated[str, typer.Argument(help="Lab name.", autocompletion=_complete_lab)],
+    name: LabArg,
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
     """Replace the lab's authkey on every node and re-make remote connections with it."""
@@ -915,7 +917,7 @@ def authkey_rotate(
 
 @app.command("snapshot")
 def snapshot_(
-    name: Annotated[str, typer.Argument(help="Lab name.")],
+    name: LabArg,
     snapshot_name: Annotated[
         str | None, typer.Argument(metavar="[NAME]", help="Snapshot name (default: the time).")
     ] = None,
@@ -939,7 +941,7 @@ def snapshot_(
 
 @app.command("restore")
 def restore_(
-    name: Annotated[str, typer.Argument(help="Lab name.")],
+    name: LabArg,
     snapshot_name: Annotated[
         str | None, typer.Argument(metavar="[NAME]", help="Snapshot (default: the newest).")
     ] = None,
@@ -957,7 +959,7 @@ def restore_(
 
 @app.command("reset")
 def reset(
-    name: Annotated[str, typer.Argument(help="Lab name.")],
+    name: LabArg,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     as_json: AsJson = False,
 ) -> None:
@@ -983,7 +985,7 @@ def _print_restored(r: restore.Restored, as_json: bool) -> None:
 
 @snapshots_app.command("list")
 def snapshots_list(
-    name: Annotated[str, typer.Argument(help="Lab name.")],
+    name: LabArg,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     as_json: AsJson = False,
 ) -> None:
@@ -1006,7 +1008,7 @@ def snapshots_list(
 
 @snapshots_app.command("rm")
 def snapshots_rm(
-    name: Annotated[str, typer.Argument(help="Lab name.")],
+    name: LabArg,
     snapshot_name: Annotated[str, typer.Argument(metavar="NAME", help="Snapshot name.")],
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
