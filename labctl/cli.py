@@ -32,6 +32,7 @@ from labctl import (
     locks,
     pcmkbuild,
     proc,
+    progress,
     restore,
     snapshot,
     sshconfig,
@@ -116,6 +117,7 @@ app.add_typer(snapshots_app, name="snapshots")
 out = Console()
 err = Console(stderr=True)
 _debug = False
+_plain = False
 
 
 def _completion_state_dir(ctx: typer.Context) -> Path:
@@ -164,6 +166,9 @@ def _note(text: str) -> None:
 
 
 def _reporter() -> lab.Reporter:
+    """Live progress on a terminal; today's plain lines otherwise, or with --plain."""
+    if err.is_terminal and not _plain:
+        return lab.Reporter(listen=progress.LiveProgress(err))
     return lab.Reporter(lambda m: err.print(f"[dim]·[/dim] {escape(m)}", highlight=False))
 
 
@@ -221,6 +226,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    plain: Annotated[
+        bool,
+        typer.Option("--plain", help="Progress as plain lines, also on a terminal."),
+    ] = False,
     version: Annotated[
         bool,
         # eager: printed before click asks for the command `labctl --version` has none of
@@ -233,8 +242,9 @@ def _main(
         ),
     ] = False,
 ) -> None:
-    global _debug
+    global _debug, _plain
     _debug = debug
+    _plain = plain
     locks.WAIT = wait
 
 
@@ -402,8 +412,10 @@ def down(
                     )
         else:
             names = [validate_name(name or "")]
+        rep = _reporter()
         for n in names:
-            r = lab.down(n, state_dir, fast=fast)
+            with rep.phase(f"down {n}"):
+                r = lab.down(n, state_dir, fast=fast)
             if r.anything:
                 out.print(
                     f"lab {n}: removed {len(r.domains)} domain(s), "
@@ -490,7 +502,9 @@ def build(
 ) -> None:
     """Build a Pacemaker source tree for the nodes of IMAGE (cached; rebuilds what changed)."""
     try:
-        b = pcmkbuild.build(state_dir, tree, image, _reporter().emit, jobs=jobs)
+        r = _reporter()
+        with r.phase(f"build Pacemaker from {tree}"):
+            b = pcmkbuild.build(state_dir, tree, image, r.emit, jobs=jobs)
     except LabctlError as e:
         _fail(e)
         return
@@ -611,9 +625,9 @@ def image_build(
 ) -> None:
     """Build (or reuse) a base image."""
     try:
-        img = images.build_image(
-            state_dir, name, mirror=mirror, progress=_reporter().emit, force=force
-        )
+        r = _reporter()
+        with r.phase(f"image {name}"):
+            img = images.build_image(state_dir, name, mirror=mirror, progress=r.emit, force=force)
         lab.collect_vm_garbage(state_dir)
     except LabctlError as e:
         _fail(e)
@@ -846,16 +860,18 @@ def cts(
     if extra and extra[-1].isdigit():
         iterations = int(extra.pop())
     try:
-        r = cts_run.run(
-            validate_name(name),
-            state_dir,
-            src=pacemaker_src,
-            iterations=iterations,
-            seed=seed,
-            extra=extra,
-            emit=_reporter().emit,
-            timeout=timeout,
-        )
+        rep = _reporter()
+        with rep.phase(f"CTS on {name}, {iterations} iteration(s)"):
+            r = cts_run.run(
+                validate_name(name),
+                state_dir,
+                src=pacemaker_src,
+                iterations=iterations,
+                seed=seed,
+                extra=extra,
+                emit=rep.emit,
+                timeout=timeout,
+            )
     except LabctlError as e:
         _fail(e)
         return

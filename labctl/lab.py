@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -65,20 +66,72 @@ GUEST_STOP_TIMEOUT = 30.0
 FENCE_REJOIN_TIMEOUT = 180.0
 
 
-class Reporter:
-    """Progress of named phases; the CLI renders it, the benchmark reads its timings."""
+@dataclass(frozen=True)
+class Event:
+    """One step of progress. Every rendering (plain lines, a terminal's live display,
+    the benchmark's timings) is made from these."""
 
-    def __init__(self, emit: Callable[[str], None] = lambda _m: None) -> None:
-        self.emit = emit
+    kind: str  # start, done, failed (a phase), count (of its nodes), note (a line)
+    phase: str = ""
+    text: str = ""
+    seconds: float = 0.0
+    done: int = 0
+    total: int = 0
+
+
+def plain_lines(emit: Callable[[str], None], e: Event) -> None:
+    """The plain rendering: a line when a phase starts and when it is done, and notes."""
+    if e.kind == "start":
+        emit(f"{e.phase} ...")
+    elif e.kind == "done":
+        emit(f"{e.phase}: done in {e.seconds:.1f} s")
+    elif e.kind == "note":
+        emit(e.text)
+
+
+class Reporter:
+    """Progress of named phases, as Events to LISTEN (default: plain lines to EMIT);
+    the benchmark reads its timings."""
+
+    def __init__(
+        self,
+        emit: Callable[[str], None] = lambda _m: None,
+        listen: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.listen = listen or partial(plain_lines, emit)
         self.timings: dict[str, float] = {}
+
+    def emit(self, text: str) -> None:
+        self.listen(Event("note", text=text))
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         start = time.monotonic()
-        self.emit(f"{name} ...")
-        yield
+        self.listen(Event("start", name))
+        try:
+            yield
+        except BaseException:
+            # A live display must learn that the phase ended, or it would spin on.
+            self.listen(Event("failed", name, seconds=time.monotonic() - start))
+            raise
         self.timings[name] = time.monotonic() - start
-        self.emit(f"{name}: done in {self.timings[name]:.1f} s")
+        self.listen(Event("done", name, seconds=self.timings[name]))
+
+    def counted(self, name: str, fn: Callable[[T], R], total: int) -> Callable[[T], R]:
+        """FN, telling phase NAME each time it has finished one of its TOTAL items
+        (nodes, for `parallel`)."""
+        lock = threading.Lock()
+        finished = 0
+
+        def run(item: T) -> R:
+            nonlocal finished
+            result = fn(item)
+            with lock:
+                finished += 1
+                self.listen(Event("count", name, done=finished, total=total))
+            return result
+
+        return run
 
 
 def parallel(fn: Callable[[T], R], items: list[T] | tuple[T, ...]) -> list[R]:
@@ -691,7 +744,7 @@ def _create(
         if p.vm_nodes:
             p.disks_dir.mkdir(mode=0o711)
             virt.create_pool(conns["vm"], pool_xml(p.pool, str(p.disks_dir)))  # type: ignore[arg-type]
-        parallel(make_root, p.nodes)
+        parallel(reporter.counted("roots", make_root, len(p.nodes)), p.nodes)
 
     def start(node: NodePlan) -> None:
         conn = conns[node.backend]
@@ -722,7 +775,7 @@ def _create(
         # Before any domain starts: cluster nodes mount it, guests are started from it.
         p.xml_dir.mkdir(mode=0o700)
     with reporter.phase("domains started"):
-        parallel(start, p.nodes)
+        parallel(reporter.counted("domains started", start, len(p.nodes)), p.nodes)
 
     def reach(node: NodePlan) -> None:
         timeout = VM_SSH_TIMEOUT if node.backend == "vm" else SSH_TIMEOUT
@@ -736,7 +789,7 @@ def _create(
                     reporter.emit(f"{node.name}: cloud-init reported: {r.stdout.strip()[-300:]}")
 
     with reporter.phase("ssh ready"):
-        parallel(reach, p.nodes)
+        parallel(reporter.counted("ssh ready", reach, len(p.nodes)), p.nodes)
 
     if p.spec.bare:
         start_bare(p, reporter)
