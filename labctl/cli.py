@@ -21,6 +21,7 @@ from rich.table import Table
 from labctl import (
     __version__,
     cloudimage,
+    collect,
     complete,
     cts_run,
     deploy,
@@ -808,6 +809,33 @@ def exec_(
     failed = execute.failures(results)
     if failed:
         _fail(LabctlError(failed))
+
+
+@app.command("collect")
+def collect_(
+    name: LabArg,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Archive to write (default: LAB-evidence-TIME.tar.gz)."
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Journals from this time (journalctl's words; default: up)."),
+    ] = None,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """One archive of the evidence: journals, crm_report, CIB, corosync, cores; no secrets."""
+    try:
+        host.require_root("labctl collect")
+        rep = _reporter()
+        with rep.phase(f"collect {name}"):
+            path = collect.collect(validate_name(name), state_dir, output, since)
+    except LabctlError as e:
+        _fail(e)
+        return
+    out.print(str(path))
 
 
 @app.command("inventory")

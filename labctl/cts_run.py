@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labctl import (
+    collect,
     cts,
     cts_tests,
     fencing,
@@ -43,6 +44,7 @@ class CtsRun:
     summary: cts.CtsSummary
     # None: CTS's --list-tests gave no list, so applicability is unknown
     not_applicable: tuple[cts_tests.NotApplicable, ...] | None = None
+    evidence: str = ""  # `labctl collect`'s archive, made when CTS reported a failure
 
     def to_dict(self) -> dict:
         return {
@@ -56,6 +58,7 @@ class CtsRun:
             "not_applicable": None
             if self.not_applicable is None
             else [n.to_dict() for n in self.not_applicable],
+            "evidence": self.evidence,
         }
 
 
@@ -346,7 +349,8 @@ def _run(
         agent, params = None, {}
     outdir = p.dir / "cts"
     outdir.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    started = dt.datetime.now()
+    stamp = started.strftime("%Y%m%d-%H%M%S")
     outputfile = outdir / f"cts-{stamp}.log"
     argv = cts.cts_command(
         version,
@@ -408,4 +412,17 @@ def _run(
     if not summary.found:
         tail = "".join(seen[-5:]).strip()
         raise LabctlError(f"CTS ended (status {status}) without a summary: {tail[-400:]}")
-    return CtsRun(name, version, str(tree), argv, str(outputfile), status, summary, na)
+    evidence = ""
+    if not summary.ok:
+        evidence = _evidence(name, state_dir, outdir / f"cts-{stamp}-evidence.tar.gz", started)
+        emit(f"evidence: {evidence}" if evidence else "evidence: none could be collected")
+    return CtsRun(name, version, str(tree), argv, str(outputfile), status, summary, na, evidence)
+
+
+def _evidence(name: str, state_dir: Path, out: Path, since: dt.datetime) -> str:
+    """`labctl collect` of the lab since CTS started, or "" (CTS's result stands alone)."""
+    try:
+        when = since.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return str(collect.collect(name, state_dir, out, when))
+    except LabctlError:
+        return ""
