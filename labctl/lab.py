@@ -538,7 +538,8 @@ def _up(
     for name in spec.images:
         images.image_def(name)
     # Memory and shared kernel limits: refused before anything is made or built.
-    capacity.check(plan.make_plan(spec, 1, state_dir))
+    probe = plan.make_plan(spec, 1, state_dir)  # the lab's shape; its subnet comes later
+    capacity.check(probe)
     conns = Conns({spec.backend})
     try:
         conn = conns["lxc"]
@@ -568,7 +569,7 @@ def _up(
             built[name] = image
         if spec.packages:
             # Each image and role layer the lab's nodes use gets the packages once (cached).
-            layers = {(n.image, n.layer) for n in plan.make_plan(spec, 1, state_dir).nodes}
+            layers = {(n.image, n.layer) for n in probe.nodes}
             with reporter.phase(f"packages {', '.join(spec.packages)}"):
                 for name, layer in sorted(layers):
                     images.build_packages_layer(built[name], layer, spec.packages, reporter.emit)
