@@ -606,7 +606,7 @@ def _up(
             except FileExistsError:
                 raise UsageError(f"lab {spec.name!r} is being created by another labctl") from None
             try:
-                state.write_record(p, "creating", build=label)
+                created = state.write_record(p, "creating", build=label).created
                 with reporter.phase("network"):
                     virt.create_network(conn, network_xml(p.network, p.nodes))
             except BaseException as e:
@@ -614,12 +614,13 @@ def _up(
                 raise
         try:
             _create(conns, p, built, reporter, cloud, build)
-            state.write_record(p, "up", build=label)
+            # `created` stays when the lab was begun: collect's default --since.
+            state.write_record(p, "up", created=created, build=label)
             _snapshot_up(p, label, reporter)
         except BaseException as e:
             if keep_on_failure:
                 try:
-                    state.write_record(p, "failed", build=label)
+                    state.write_record(p, "failed", created=created, build=label)
                 except Exception as record_error:  # a full disk: the cause still wins
                     e.add_note(f"recording the lab as failed failed too: {record_error}")
                 reporter.emit(f"kept what was created; `labctl down {spec.name}` removes it")
