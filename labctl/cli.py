@@ -52,16 +52,27 @@ from labctl.spec import (
 )
 from labctl.state import DEFAULT_STATE_DIR
 
+# Click's UsageError (an unknown option, a missing argument), found through the one
+# subclass Typer exports: Typer vendors Click under a private name.
+_CLICK_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
 
 class _OneLineErrors(typer.core.TyperGroup):
     """Every command's failure as one line: LabctlError, and what escaped translation
-    further in (libvirt, paramiko, OSError such as a full disk, a subprocess timeout)."""
+    further in (libvirt, paramiko, OSError such as a full disk, a subprocess timeout),
+    and a subcommand's usage error (Click's own is a box of several lines)."""
 
     def invoke(self, ctx: typer.Context) -> object:  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except LabctlError as e:
             _fail(e)
+        except _CLICK_USAGE_ERROR as e:
+            if _debug or type(e).__name__ == "NoArgsIsHelpError":  # that one prints help
+                raise
+            where = e.ctx.command_path if e.ctx else "labctl"  # type: ignore[attr-defined]
+            message = e.format_message().rstrip(".")  # type: ignore[attr-defined]
+            _fail(UsageError(f"{message}: `{where} --help` shows the usage"))
         except Exception as e:
             translated = as_labctl_error(e)
             if translated is None or _debug:
@@ -766,10 +777,7 @@ def ssh_config(
     sys.stdout.write(sshconfig.ssh_config(p))
 
 
-@app.command(
-    "exec",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)
+@app.command("exec")
 def exec_(
     name: LabArg,
     command: Annotated[

@@ -118,3 +118,29 @@ def test_rollback_failure_is_on_the_same_line(
     (line,) = r.stderr.splitlines()
     assert line.startswith("labctl: libvirt defineXML of domain he1-c1 failed")
     assert line.endswith("(rollback failed too: boom; `labctl down he1` removes what is left)")
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        # Before `--` an unknown option is refused, not run as part of the command.
+        (["exec", "he1", "-n", "he1-c1", "--", "hostname"], "No such option: -n"),
+        (["exec"], "Missing argument 'name'"),
+        (["up", "--nodes", "x"], "Invalid value for '--nodes'"),
+        (["image", "build", "--bogus"], "No such option: --bogus"),
+    ],
+)
+def test_a_usage_error_is_one_line_naming_the_help_exit_2(
+    args: list[str], says: str, tmp_path: Path
+) -> None:
+    r = CliRunner().invoke(cli.app, [*args, "--state-dir", str(tmp_path)])
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"labctl: {says}") and "--help` shows the usage" in lines[0]
+    assert not any(tmp_path.iterdir())  # nothing made
+
+
+def test_a_group_without_a_command_still_shows_its_help() -> None:
+    r = CliRunner().invoke(cli.app, ["image"])
+    assert "Usage:" in r.output and "build" in r.output
