@@ -6,8 +6,9 @@ import datetime as dt
 import os
 import re
 import shlex
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from labctl import (
@@ -26,7 +27,7 @@ from labctl import (
     state,
     virt,
 )
-from labctl.errors import CommandTimeout, HostError, LabctlError, UsageError
+from labctl.errors import CommandStopped, CommandTimeout, HostError, LabctlError, UsageError
 from labctl.plan import LabPlan
 
 Emit = Callable[[str], None]
@@ -394,16 +395,32 @@ def _run(
             emit(line.rstrip())
 
     limit = timeout if timeout is not None else cts_deadline(iterations)
+    evidence_file = outdir / f"cts-{stamp}-evidence.tar.gz"
     try:
         status = proc.stream(
-            argv, where="CTS", timeout=limit, on_line=on_line, env=env, cwd=tree, name="CTS run"
+            argv,
+            where="CTS",
+            timeout=limit,
+            on_line=on_line,
+            env=env,
+            cwd=tree,
+            name="CTS run",
+            watch=_power_watch(p),
+            watch_every=WATCH_EVERY,
         )
+    except CommandStopped as e:
+        evidence = _evidence(name, state_dir, evidence_file, started)
+        raise CommandStopped(
+            f"{e}; its log is {outputfile}; evidence: {evidence or 'none could be collected'}"
+        ) from None
     except CommandTimeout:
+        evidence = _evidence(name, state_dir, evidence_file, started)
         raise CommandTimeout(
             "CTS",
             "CTS run",
             limit,
-            hint=f"its log is {outputfile}; `labctl cts --timeout SECONDS` allows longer runs",
+            hint=f"its log is {outputfile}; evidence: {evidence or 'none could be collected'}; "
+            "`labctl cts --timeout SECONDS` allows longer runs",
         ) from None
     text = outputfile.read_text() if outputfile.exists() else "".join(seen)
     summary = cts.parse_summary(text)
@@ -414,9 +431,62 @@ def _run(
         raise LabctlError(f"CTS ended (status {status}) without a summary: {tail[-400:]}")
     evidence = ""
     if not summary.ok:
-        evidence = _evidence(name, state_dir, outdir / f"cts-{stamp}-evidence.tar.gz", started)
+        evidence = _evidence(name, state_dir, evidence_file, started)
         emit(f"evidence: {evidence}" if evidence else "evidence: none could be collected")
     return CtsRun(name, version, str(tree), argv, str(outputfile), status, summary, na, evidence)
+
+
+# CTS never keeps a node powered off: fencing reboots it, and its own tests stop the
+# stack, not the machine. A container is back in seconds, a TCG VM in about a minute.
+POWERED_OFF_LIMIT = 180.0
+WATCH_EVERY = 10.0
+
+
+@dataclass
+class PoweredOff:
+    """Since when each node has been seen powered off; pure (the caller looks)."""
+
+    limit: float = POWERED_OFF_LIMIT
+    since: dict[str, float] = field(default_factory=dict)
+
+    def seen(self, now: float, running: Mapping[str, bool]) -> str | None:
+        """Record one look (node -> running?); the reason to stop CTS, if any node has
+        been off for LIMIT seconds."""
+        for node, up in running.items():
+            if up:
+                self.since.pop(node, None)
+            else:
+                self.since.setdefault(node, now)
+        late = sorted(n for n, t in self.since.items() if now - t >= self.limit)
+        if not late:
+            return None
+        return (
+            f"{', '.join(late)} stayed powered off for {now - self.since[late[0]]:.0f} s "
+            "(fencing reported it done, but nothing started the node again); CTS would "
+            "wait for it until its timeout"
+        )
+
+
+def _power_watch(p: LabPlan) -> Callable[[], str | None]:
+    """A look at the cluster nodes' domains for proc.stream's watch: libvirt's answer,
+    or nothing said when libvirt does not answer (CTS's own timeout still holds)."""
+    tracker = PoweredOff()
+    by_uri: dict[str, list[str]] = {}
+    for n in p.cluster_nodes:
+        by_uri.setdefault(virt.default_uri(n.backend), []).append(n.name)
+
+    def look() -> str | None:
+        running: dict[str, bool] = {}
+        try:
+            for uri, names in by_uri.items():
+                with virt.connection(uri) as conn:
+                    ids = virt.domain_ids(conn, names)
+                running.update({n: i is not None for n, i in ids.items()})
+        except LabctlError:
+            return None
+        return tracker.seen(time.monotonic(), running)
+
+    return look
 
 
 def _evidence(name: str, state_dir: Path, out: Path, since: dt.datetime) -> str:

@@ -59,6 +59,11 @@ class CommandTimeout(WaitTimeout):
         super().__init__(f"{text}; {hint}" if hint else text)
 
 
+class CommandStopped(LabctlError):
+    """A command was stopped early because what it waits for cannot happen (its
+    watch said why); the reason is the message."""
+
+
 class VirtError(LabctlError):
     """A libvirt call failed; the message names the call and the object."""
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, NoReturn
 
-from labctl.errors import CommandError, CommandTimeout, HostError
+from labctl.errors import CommandError, CommandStopped, CommandTimeout, HostError
 
 
 def describe(argv: list[str], words: int = 6) -> str:
@@ -106,10 +106,14 @@ def stream(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     name: str | None = None,
+    watch: Callable[[], str | None] | None = None,
+    watch_every: float = 10.0,
 ) -> int:
     """Run ARGV, handing each line of its output (stdout and stderr) to ON_LINE as it
     comes; return its exit status. Past TIMEOUT seconds it and everything it started
-    are killed (CommandTimeout), even while it prints nothing."""
+    are killed (CommandTimeout), even while it prints nothing. WATCH, called every
+    WATCH_EVERY seconds meanwhile, may name a reason to stop it early: it is then
+    killed the same way and CommandStopped(reason) raised."""
     shown = name or describe(argv)
     proc = _start(
         argv,
@@ -130,6 +134,20 @@ def stream(
     timer = threading.Timer(timeout, expire)
     timer.daemon = True
     timer.start()
+    finished = threading.Event()
+    stopped: list[str] = []
+
+    def watching() -> None:
+        assert watch is not None
+        while not finished.wait(watch_every):
+            reason = watch()
+            if reason:
+                stopped.append(reason)
+                _kill_group(proc)
+                return
+
+    if watch is not None:
+        threading.Thread(target=watching, daemon=True, name=f"watch {shown}").start()
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -141,6 +159,9 @@ def stream(
         raise
     finally:
         timer.cancel()
+        finished.set()
+    if stopped:
+        raise CommandStopped(f"{where}: `{shown}` stopped: {stopped[0]}")
     if expired.is_set():
         raise CommandTimeout(where, shown, timeout)
     return status

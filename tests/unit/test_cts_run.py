@@ -40,3 +40,21 @@ def test_to_dict_lists_the_not_applicable_tests_with_why():
     assert d["not_applicable"] == [{"test": "Stonithd", "why": "needs fencing"}]
     assert _run(()).to_dict()["not_applicable"] == []
     assert _run(None).to_dict()["not_applicable"] is None
+
+
+def test_a_node_powered_off_past_the_limit_is_the_reason_to_stop_cts():
+    w = cts_run.PoweredOff(limit=180)
+    assert w.seen(0, {"a-c1": True, "a-c2": True, "a-c3": True}) is None
+    assert w.seen(10, {"a-c1": True, "a-c2": True, "a-c3": False}) is None  # fenced: off
+    assert w.seen(100, {"a-c1": True, "a-c2": True, "a-c3": False}) is None
+    why = w.seen(190, {"a-c1": True, "a-c2": True, "a-c3": False})
+    assert why is not None and why.startswith("a-c3 stayed powered off for 180 s")
+
+
+def test_a_node_back_on_starts_its_count_again():
+    w = cts_run.PoweredOff(limit=180)
+    w.seen(0, {"a-c3": False})
+    w.seen(30, {"a-c3": True})  # the reboot's "on"
+    assert w.seen(100, {"a-c3": False}) is None  # fenced again: counted from here
+    assert w.seen(279, {"a-c3": False}) is None
+    assert w.seen(280, {"a-c3": False}) is not None

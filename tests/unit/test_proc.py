@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from labctl import proc
-from labctl.errors import CommandError, CommandTimeout, HostError
+from labctl.errors import CommandError, CommandStopped, CommandTimeout, HostError
 
 
 def test_run_past_its_deadline_is_stopped_and_named() -> None:
@@ -85,6 +85,46 @@ def test_stream_hands_over_lines_and_returns_the_status() -> None:
         ["sh", "-c", "echo a; echo b >&2; exit 2"], where="x", timeout=5, on_line=lines.append
     )
     assert (status, lines) == (2, ["a\n", "b\n"])
+
+
+def test_stream_is_stopped_early_when_its_watch_names_a_reason(tmp_path) -> None:
+    calls: list[int] = []
+    child = tmp_path / "child.pid"
+
+    def watch() -> str | None:
+        calls.append(1)
+        return "node x is off" if len(calls) >= 2 else None
+
+    start = time.monotonic()
+    with pytest.raises(CommandStopped, match=r"CTS: `CTS run` stopped: node x is off"):
+        proc.stream(
+            ["sh", "-c", f"sleep 30 & echo $! > {child}; echo one; wait"],
+            where="CTS",
+            timeout=60,
+            on_line=lambda _line: None,
+            name="CTS run",
+            watch=watch,
+            watch_every=0.1,
+        )
+    assert time.monotonic() - start < 5
+    # What the command started went with it.
+    pid = int(child.read_text())
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+def test_a_watch_that_never_objects_leaves_the_result_alone() -> None:
+    status = proc.stream(
+        ["sh", "-c", "sleep 0.3; exit 3"],
+        where="x",
+        timeout=5,
+        on_line=lambda _line: None,
+        watch=lambda: None,
+        watch_every=0.05,
+    )
+    assert status == 3
 
 
 def test_image_build_commands_have_a_deadline() -> None:
