@@ -21,13 +21,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labctl import lab, ssh, state
+from labctl import lab, ssh, state, virt
 from labctl.errors import LabctlError, UsageError
 from labctl.plan import LabPlan, NodePlan
 
 REPORT_TIMEOUT = 300.0
 MAX_CORE_BYTES = 256 * 1024 * 1024
 CORE_DIRS = ("/var/lib/pacemaker/cores", "/var/lib/systemd/coredump")
+LOG_TAIL = 1024 * 1024  # of a libvirt domain log: it grows with every start
 
 
 @dataclass
@@ -177,6 +178,9 @@ def collect(name: str, state_dir: Path, out: Path | None = None, since: str | No
     secrets = lab_secrets(p)
     arc = Archive()
     arc.add("labctl/lab.json", p.record.read_bytes(), secrets)
+    # libvirtd's own account of each domain (its starts, and why a start failed).
+    for log in virt.domain_log_paths(name, [n.name for n in p.nodes]):
+        arc.add(f"{log.stem}/libvirt-{log.parent.name}.log", log.read_bytes()[-LOG_TAIL:], secrets)
     lab.parallel(lambda n: _from_node(p, n, since_arg, secrets, arc), list(p.nodes))
     manifest = "\n".join(
         [

@@ -1244,7 +1244,9 @@ def _down(name: str, state_dir: Path, fast: bool = True) -> DownReport:
             "kept its VM domains, their disks, the network and the lab directory; "
             f"`labctl down {name}` again once it answers"
         )
-    cgroups.remove_leftovers(_node_names(name, state_dir, doms))
+    node_names = _node_names(name, state_dir, doms)
+    cgroups.remove_leftovers(node_names)
+    virt.remove_domain_logs(name, node_names)
     with virt.connection(virt.default_uri("lxc")) as conn:
         found_net = virt.remove_network(conn, plan.network_name(name))
         virt.remove_pool(conn, plan.network_name(name))

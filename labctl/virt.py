@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import TypeVar
 
 import libvirt
@@ -494,3 +496,35 @@ def files_in_use(conn: libvirt.virConnect) -> dict[str, set[str]]:
         except libvirt.libvirtError:
             continue
     return used
+
+
+# Where libvirtd (run by scripts/setup-host with its defaults) writes each domain's
+# log: it keeps them after the domain is gone, one file per name ever started.
+DOMAIN_LOG_DIRS = (Path("/var/log/libvirt/lxc"), Path("/var/log/libvirt/qemu"))
+
+
+def domain_log_paths(
+    lab: str, names: Iterable[str], dirs: Iterable[Path] = DOMAIN_LOG_DIRS
+) -> list[Path]:
+    """The domain logs of lab LAB's nodes NAMES that exist: only names of the lab's
+    node form (LAB-c1, LAB-r2, ...), only regular files (never what a link points to)."""
+    node = re.compile(rf"^{re.escape(lab)}-[crg][0-9]+$")
+    out = []
+    for d in dirs:
+        for n in sorted(set(names)):
+            f = d / f"{n}.log"
+            if node.match(n) and f.is_file() and not f.is_symlink():
+                out.append(f)
+    return out
+
+
+def remove_domain_logs(
+    lab: str, names: Iterable[str], dirs: Iterable[Path] = DOMAIN_LOG_DIRS
+) -> int:
+    """Remove what libvirtd logged for the lab's domains (`down` leaves no trace)."""
+    removed = 0
+    for f in domain_log_paths(lab, names, dirs):
+        with contextlib.suppress(FileNotFoundError):
+            f.unlink()
+            removed += 1
+    return removed

@@ -16,7 +16,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from labctl import cgroups, mounts
+from labctl import cgroups, mounts, virt
 
 STATE_DIR = Path(os.environ.get("LABCTL_STATE_DIR", "/var/lib/labctl"))
 _counter = itertools.count(1)
@@ -54,6 +54,8 @@ class HostState:
     fence_virtds: frozenset[str]
     # Containers' groups in the cgroup v1 hierarchies (see labctl/cgroups.py).
     cgroups: frozenset[str]
+    # What libvirtd logged per domain (it keeps the files after the domain is gone).
+    domain_logs: frozenset[str]
 
 
 def _fence_virtds() -> frozenset[str]:
@@ -105,6 +107,9 @@ def host_state() -> HostState:
         lab_dirs=frozenset(p.name for p in labs.iterdir()) if labs.is_dir() else frozenset(),
         fence_virtds=_fence_virtds(),
         cgroups=_container_cgroups(),
+        domain_logs=frozenset(
+            f.name for d in virt.DOMAIN_LOG_DIRS if d.is_dir() for f in d.glob("*.log")
+        ),
     )
     # LABCTL_TEST_FOREIGN: a regular expression matching what other people's labs on
     # a shared host make (their lab names are in every name, path and command line

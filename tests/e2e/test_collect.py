@@ -21,6 +21,8 @@ def test_collect_holds_journals_and_crm_reports_and_no_secret(labs, before, tmp_
     for node in nodes:
         # Since the lab came up: each node's Pacemaker daemons are in it.
         assert b"pacemaker" in members[f"{node}/journal.txt"], node
+        # And libvirtd's log of the container's start, from the host.
+        assert b"starting up" in members[f"{node}/libvirt-lxc.log"], node
     for node in nodes[:2]:
         report = [n for n in members if n.startswith(f"{node}/crm_report/")]
         assert report, (node, sorted(members))
