@@ -163,7 +163,7 @@ def up(
     OPTIONS are `up`'s other options by their labctl.spec.make_spec names:
     cluster_nodes, backend, network, image, cluster_image, remote_image, memory_mib,
     vcpus, remote_port, fencing (default True, as in the CLI), image_checksum,
-    pacemaker (a source tree)."""
+    pacemaker (a source tree), resources, packages, bare, links."""
     options.setdefault("fencing", True)
     try:
         s = spec.make_spec(name, nodes, mode=mode, **options)  # type: ignore[arg-type]

@@ -357,6 +357,14 @@ def up(
             "crmsh, Ansible to set one up).",
         ),
     ] = False,
+    links: Annotated[
+        int,
+        typer.Option(
+            "--links",
+            help="Corosync knet links: 2 gives every cluster node a second NIC on a "
+            "second lab network (containers).",
+        ),
+    ] = 1,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     as_json: AsJson = False,
 ) -> None:
@@ -381,6 +389,7 @@ def up(
             resources=resources,
             packages=packages or [],
             bare=bare,
+            links=links,
         )
         s = lab.up(spec, state_dir, _reporter(), keep_on_failure=keep_on_failure, mirror=mirror)
     except LabctlError as e:

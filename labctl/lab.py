@@ -52,7 +52,14 @@ from labctl.provision import (
     preseeded,
 )
 from labctl.spec import LabSpec, is_lab_name, validate_name
-from labctl.xml import lxc_domain_xml, network_xml, pool_xml, qemu_domain_xml, volume_xml
+from labctl.xml import (
+    link_network_xml,
+    lxc_domain_xml,
+    network_xml,
+    pool_xml,
+    qemu_domain_xml,
+    volume_xml,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -584,7 +591,9 @@ def _up(
         # from the choice until the network holding it exists.
         with _allocation_lock(state_dir):
             index = plan.pick_subnet_index(
-                virt.network_subnets(conn) + host.host_subnets(), plan.lab_prefix(spec)
+                virt.network_subnets(conn) + host.host_subnets(),
+                plan.lab_prefix(spec),
+                spec.links,
             )
             p = plan.make_plan(spec, index, state_dir)
             vm_layers = sorted({(n.image, n.layer) for n in p.vm_nodes}) if cloud is None else []
@@ -609,6 +618,8 @@ def _up(
                 created = state.write_record(p, "creating", build=label).created
                 with reporter.phase("network"):
                     virt.create_network(conn, network_xml(p.network, p.nodes))
+                    for link in p.links:
+                        virt.create_network(conn, link_network_xml(link))
             except BaseException as e:
                 _roll_back(spec.name, state_dir, reporter, e)
                 raise
@@ -1127,7 +1138,18 @@ def _fence(name: str, node: str, state_dir: Path, reporter: Reporter | None) -> 
 
 
 def connect(p: LabPlan, node: NodePlan) -> ssh.Connection:
-    return ssh.Connection(node.name, str(node.ip), p.private_key, p.known_hosts)
+    """SSH to NODE by its address on link 0, else (a cut link: `labctl net`) on its
+    further corosync links; the first failure is the one reported."""
+    first: LabctlError | None = None
+    for address in (node.ip, *node.link_ips):
+        try:
+            return ssh.Connection(node.name, str(address), p.private_key, p.known_hosts)
+        except ssh.HostKeyMismatch:
+            raise
+        except LabctlError as e:
+            first = first or e
+    assert first is not None
+    raise first
 
 
 def refuse_bare(p: LabPlan, what: str) -> None:
@@ -1248,6 +1270,9 @@ def _down(name: str, state_dir: Path, fast: bool = True) -> DownReport:
     cgroups.remove_leftovers(node_names)
     virt.remove_domain_logs(name, node_names)
     with virt.connection(virt.default_uri("lxc")) as conn:
+        # Further links' networks first: the lab's own network is what finds the lab.
+        for link_net in plan.link_network_names(name):
+            virt.remove_network(conn, link_net)
         found_net = virt.remove_network(conn, plan.network_name(name))
         virt.remove_pool(conn, plan.network_name(name))
     for d in lab_dirs:

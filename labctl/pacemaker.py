@@ -96,7 +96,9 @@ def corosync_conf(plan: LabPlan, realtime: bool = True) -> str:
     REALTIME False: corosync at normal priority (VMs under TCG)."""
     cluster = plan.cluster_nodes
     nodes = "\n".join(
-        f"    node {{\n        ring0_addr: {n.ip}\n        name: {n.name}\n        nodeid: {i}\n    }}"
+        "    node {\n"
+        + "".join(f"        ring{k}_addr: {ip}\n" for k, ip in enumerate((n.ip, *n.link_ips)))
+        + f"        name: {n.name}\n        nodeid: {i}\n    }}"
         for i, n in enumerate(cluster, start=1)
     )
     # two_node keeps a 2-node cluster quorate when one node is gone (and implies

@@ -14,6 +14,12 @@ from labctl.spec import DEFAULT_IMAGE, LabSpec, Role
 SUPERNET = ipaddress.IPv4Network("10.213.0.0/16")
 NETWORK_PREFIX = "labctl-"
 BRIDGE_PREFIX = "lcbr"
+# A second corosync link (`up --links 2`) is a network of its own, at the same place
+# in the next /16: lab subnet 10.213.7.0/24 has link 1 on 10.214.7.0/24. Its name
+# does not start with NETWORK_PREFIX, which names labs ("labctl-LAB").
+LINK_SUPERNETS = (SUPERNET, ipaddress.IPv4Network("10.214.0.0/16"))
+LINK_NETWORK_PREFIX = "lclink"
+LINK_BRIDGE_PREFIX = "lclk"
 CLUSTER_HOST_BASE = 10  # cluster node i gets .10+i
 OTHER_HOST_BASE = 30  # remote/guest node i gets .30+i (.50+i past 19 cluster nodes)
 CTS_IP_RESERVE = 55  # the subnet's last addresses, for CTS's IPaddr resources (.200 up in a /24)
@@ -72,6 +78,10 @@ class NodePlan:
     dir: Path  # per-node state: upper/work dirs, root mount point
     backend: str = "lxc"  # "lxc" (container) or "vm"
     image: str = DEFAULT_IMAGE  # the built image its lower layers come from
+    # Its address and MAC on each further corosync link (link 1, ...): cluster nodes
+    # of a lab with --links 2 only.
+    link_ips: tuple[ipaddress.IPv4Address, ...] = ()
+    link_macs: tuple[str, ...] = ()
 
     @property
     def volume(self) -> str:
@@ -100,6 +110,7 @@ class LabPlan:
     network: NetworkPlan
     nodes: tuple[NodePlan, ...]
     dir: Path
+    links: tuple[NetworkPlan, ...] = ()  # the networks of corosync links 1, ...
 
     @property
     def name(self) -> str:
@@ -173,26 +184,41 @@ def lab_of_network(name: str) -> str | None:
     return name[len(NETWORK_PREFIX) :] if name.startswith(NETWORK_PREFIX) else None
 
 
-def pick_subnet_index(used: Iterable[ipaddress.IPv4Network], prefix: int = 24) -> int:
+def link_network_name(lab: str, link: int) -> str:
+    return f"{LINK_NETWORK_PREFIX}{link}-{lab}"
+
+
+def link_network_names(lab: str) -> tuple[str, ...]:
+    """Every name a further link's network of LAB may have (teardown looks for all)."""
+    return tuple(link_network_name(lab, k) for k in range(1, len(LINK_SUPERNETS)))
+
+
+def pick_subnet_index(
+    used: Iterable[ipaddress.IPv4Network], prefix: int = 24, links: int = 1
+) -> int:
     """The /24 index in SUPERNET where the lowest free subnet of PREFIX starts: one
-    that overlaps none of USED (host routes, other networks)."""
+    that overlaps none of USED (host routes, other networks), nor does its place
+    on any of the further LINKS."""
     used = list(used)
     per = 2 ** (24 - prefix)
-    for i, subnet in enumerate(SUPERNET.subnets(new_prefix=prefix)):
+    for i, _subnet in enumerate(SUPERNET.subnets(new_prefix=prefix)):
         if i == 0:
             continue  # keep .0.0 out: too easy to confuse with a network address
-        if not any(subnet.overlaps(u) for u in used):
+        wanted = [lab_subnet(i * per, prefix, link) for link in range(links)]
+        if not any(w.overlaps(u) for w in wanted for u in used):
             return i * per
     raise UsageError(f"no free /{prefix} left in {SUPERNET}: take some labs down first")
 
 
-def lab_subnet(index: int, prefix: int) -> ipaddress.IPv4Network:
-    return list(SUPERNET.subnets(new_prefix=24))[index].supernet(new_prefix=prefix)
+def lab_subnet(index: int, prefix: int, link: int = 0) -> ipaddress.IPv4Network:
+    supernet = LINK_SUPERNETS[link]
+    return list(supernet.subnets(new_prefix=24))[index].supernet(new_prefix=prefix)
 
 
-def node_mac(index: int, host: int) -> str:
-    """A locally administered MAC (QEMU/KVM OUI) unique per lab subnet and host number."""
-    return f"52:54:00:{0xD5 + (host >> 8):02x}:{index:02x}:{host & 0xFF:02x}"
+def node_mac(index: int, host: int, link: int = 0) -> str:
+    """A locally administered MAC (QEMU/KVM OUI) unique per lab subnet, host number
+    and link."""
+    return f"52:54:00:{0xD5 + 0x10 * link + (host >> 8):02x}:{index:02x}:{host & 0xFF:02x}"
 
 
 def make_plan(
@@ -211,6 +237,16 @@ def make_plan(
         index=subnet_index,
         subnet=subnet,
         nat=spec.network == "nat",
+    )
+    links = tuple(
+        NetworkPlan(
+            name=link_network_name(spec.name, k),
+            bridge=f"{LINK_BRIDGE_PREFIX}{k}x{subnet_index}",
+            index=subnet_index,
+            subnet=lab_subnet(subnet_index, lab_prefix(spec), k),
+            nat=False,
+        )
+        for k in range(1, spec.links)
     )
     lab_dir = state_dir / "labs" / spec.name
     roles: list[tuple[Role, int, int]] = []
@@ -239,6 +275,15 @@ def make_plan(
                     dir=lab_dir / "nodes" / name,
                     backend="vm" if vm else "lxc",
                     image=node_images.get(name, spec.image_of(role)),
+                    # corosync's links are the cluster nodes' only
+                    link_ips=tuple(
+                        net.subnet.network_address + host for net in links if role == "cluster"
+                    ),
+                    link_macs=tuple(
+                        node_mac(subnet_index, host, k)
+                        for k, _net in enumerate(links, start=1)
+                        if role == "cluster"
+                    ),
                 )
             )
-    return LabPlan(spec=spec, network=network, nodes=tuple(nodes), dir=lab_dir)
+    return LabPlan(spec=spec, network=network, nodes=tuple(nodes), dir=lab_dir, links=links)

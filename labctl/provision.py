@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from labctl import fencing
@@ -94,8 +95,21 @@ def known_hosts_lines(plan: LabPlan, host_keys: dict[str, str]) -> str:
     out = []
     for n in plan.nodes:
         keytype, key = host_keys[n.name].split()[:2]
-        out.append(f"{n.name},{n.ip} {keytype} {key}")
+        names = ",".join([n.name, str(n.ip), *map(str, n.link_ips)])
+        out.append(f"{names} {keytype} {key}")
     return "\n".join(out) + "\n"
+
+
+def link_network_file(plan: LabPlan, link: int, ip: ipaddress.IPv4Address, mac: str) -> str:
+    """systemd-networkd's config of a node's NIC on corosync link LINK: a fixed address,
+    matched by MAC (the image's own config asks link 0's DHCP, by interface name)."""
+    net = plan.links[link - 1]
+    return (
+        f"# labctl: corosync link {link} of lab {plan.name}\n"
+        f"[Match]\nMACAddress={mac}\n\n"
+        f"[Network]\nAddress={ip}/{net.subnet.prefixlen}\n"
+        "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+    )
 
 
 def node_files(
@@ -122,6 +136,13 @@ def node_files(
     ]
     if node.backend == "lxc":
         files.append(lxc_init_file())
+    for k, (ip, mac) in enumerate(zip(node.link_ips, node.link_macs, strict=True), start=1):
+        files.append(
+            NodeFile(
+                f"/etc/systemd/network/81-labctl-link{k}.network",
+                link_network_file(plan, k, ip, mac).encode(),
+            )
+        )
     if node.role == "cluster":
         files.append(NodeFile(COROSYNC_DROPIN, COROSYNC_AFTER_FENCING.encode()))
         files += [

@@ -60,6 +60,7 @@ class LabSpec:
     # Debian packages added to every node (a cached layer over the image's), sorted
     packages: tuple[str, ...] = ()
     bare: bool = False  # nodes with packages, keys and names, but no cluster configured
+    links: int = 1  # corosync knet links: 2 gives cluster nodes a NIC on a second network
 
     @property
     def total_nodes(self) -> int:
@@ -119,6 +120,7 @@ def make_spec(
     resources: int = 0,
     packages: Sequence[str] = (),
     bare: bool = False,
+    links: int = 1,
 ) -> LabSpec:
     """Validate raw user input into a LabSpec; every problem is a one-line UsageError.
     IMAGE sets every node's image; CLUSTER_IMAGE and REMOTE_IMAGE set one role's."""
@@ -201,6 +203,13 @@ def make_spec(
             "--packages adds a layer to containers' roots; VM nodes cannot take it yet "
             "(use --backend lxc, or install them over `labctl exec`)"
         )
+    if links not in (1, 2):
+        raise UsageError(f"--links must be 1 or 2 (corosync knet links; got {links})")
+    if links == 2 and backend == "vm" and mode == "cluster":
+        raise UsageError(
+            "--links 2 gives container cluster nodes a second NIC; VM cluster nodes cannot "
+            "take it yet (use --backend lxc, or --mode remote with VM remote nodes)"
+        )
     if bare and resources:
         raise UsageError("--resources needs a cluster to put them in, and --bare makes none")
     if bare and mode == "guest":
@@ -227,6 +236,7 @@ def make_spec(
         resources=resources,
         packages=wanted,
         bare=bare,
+        links=links,
     )
 
 

@@ -50,6 +50,10 @@ def wait_for_banner(host: str, port: int = 22, timeout: float = 60.0) -> float:
         time.sleep(0.2)
 
 
+class HostKeyMismatch(LabctlError):
+    """A node answered with another host key than the one labctl pinned."""
+
+
 class Connection:
     """Root SSH to one node with the lab's key; host key checked against known_hosts."""
 
@@ -72,7 +76,7 @@ class Connection:
                 auth_timeout=10,
             )
         except paramiko.BadHostKeyException as e:
-            raise LabctlError(
+            raise HostKeyMismatch(
                 f"{name}: host key differs from the one labctl pinned; refusing to connect"
             ) from e
         except (paramiko.SSHException, OSError, EOFError) as e:

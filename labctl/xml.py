@@ -77,6 +77,19 @@ def network_xml(net: NetworkPlan, nodes: tuple[NodePlan, ...]) -> str:
     return serialize(E.network(*children))
 
 
+def link_network_xml(net: NetworkPlan) -> str:
+    """A further corosync link: a bridge and the host's address on it, nothing else
+    (no DHCP, no DNS: the nodes have fixed addresses there, names come by link 0)."""
+    return serialize(
+        E.network(
+            E.name(net.name),
+            E.bridge(name=net.bridge, stp="off", delay="0"),
+            E.dns(enable="no"),
+            E.ip(address=str(net.gateway), netmask=str(net.subnet.netmask)),
+        )
+    )
+
+
 def _identity(plan: LabPlan, node: NodePlan) -> list[etree._Element]:
     """Name, labctl metadata and size: what every lab domain starts with."""
     meta = LabMetadata(
@@ -146,6 +159,11 @@ def lxc_domain_xml(
             *fs,
             E.interface(
                 E.source(network=plan.network.name), E.mac(address=node.mac), type="network"
+            ),
+            # Further corosync links, in link order (eth1 is link 1).
+            *(
+                E.interface(E.source(network=net.name), E.mac(address=mac), type="network")
+                for net, mac in zip(plan.links, node.link_macs, strict=False)
             ),
             E.console(E.target(type="lxc", port="0"), type="pty"),
         ),
