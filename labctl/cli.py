@@ -215,7 +215,8 @@ def _status_table(s: lab.LabStatus) -> Table:
     for n in s.nodes:
         style = "" if n.pacemaker.endswith("Online") or n.pacemaker == "unknown" else "red"
         version = f"{n.version} ({n.build}, {n.source})" if n.version else ""
-        cells = [n.name, n.role, n.ip, n.domain, n.pacemaker, n.runs_on, version, n.feature_set]
+        address = "\n".join([n.ip, *n.link_ips])  # link 0's first
+        cells = [n.name, n.role, address, n.domain, n.pacemaker, n.runs_on, version, n.feature_set]
         t.add_row(*cells, *([n.image] if per_image else []), style=style)
     return t
 

@@ -170,6 +170,7 @@ class NodeStatus:
     source: str = ""  # labctl's build name, or "distribution"
     image: str = ""  # the built image the node is made from (the lab record's word)
     feature_set: str = ""  # its CRM feature set as crm_mon shows it ("" where it shows none)
+    link_ips: tuple[str, ...] = ()  # its addresses on corosync links 1, ... (`--links 2`)
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,7 @@ def status(name: str, state_dir: Path) -> LabStatus:
                 source=v.source,
                 image=n.image,
                 feature_set=pn.feature_set if pn else "",
+                link_ips=tuple(map(str, n.link_ips)),
             )
         )
     if pending := pending_upgrade_note(p, name):
