@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from .conftest import host_state, labctl
+from .conftest import host_state, labctl, labctl_json
 
 
 def _cfgtool(lab: str, node: str) -> str:
@@ -37,7 +37,11 @@ def _wait_for(lab: str, node: str, want: dict[int, set[str]], timeout: float = 6
 
 def test_two_links_keep_the_cluster_quorate_with_link_0_cut_everywhere(labs, before):
     lab = labs.name()
-    labctl("up", "--nodes", "3", "--links", "2", "--name", lab)
+    up = labctl_json("up", "--nodes", "3", "--links", "2", "--name", lab)
+    for n in up["nodes"]:
+        # link 1's address: the same host number in the /16 after the lab's
+        assert [a.split(".")[1] for a in n["link_ips"]] == ["214"], n
+        assert n["link_ips"][0].split(".")[2:] == n["ip"].split(".")[2:], n
     c2 = f"{lab}-c2"
     text = _wait_for(lab, c2, {0: {"connected"}, 1: {"connected"}})
     assert _link_states(text) == {0: {"connected"}, 1: {"connected"}}, text
