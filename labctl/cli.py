@@ -525,8 +525,11 @@ def build(
     """Build a Pacemaker source tree for the nodes of IMAGE (cached; rebuilds what changed)."""
     try:
         r = _reporter()
-        with r.phase(f"build Pacemaker from {tree}"):
-            b = pcmkbuild.build(state_dir, tree, image, r.emit, jobs=jobs)
+        phase = f"build Pacemaker from {tree}"
+        with r.phase(phase):
+            b = pcmkbuild.build(
+                state_dir, tree, image, r.emit, jobs=jobs, compiled=r.tally(phase, "compiler runs")
+            )
     except LabctlError as e:
         _fail(e)
         return

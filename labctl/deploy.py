@@ -71,7 +71,13 @@ def _deploy(
     spec = dataclasses.replace(rec.spec, pacemaker=str(src.expanduser().resolve()))
     p = plan.make_plan(spec, rec.subnet_index, state_dir, rec.node_images)
     with reporter.phase("build Pacemaker"):
-        b = pcmkbuild.build(state_dir, src, spec.image, reporter.emit)
+        b = pcmkbuild.build(
+            state_dir,
+            src,
+            spec.image,
+            reporter.emit,
+            compiled=reporter.tally("build Pacemaker", "compiler runs"),
+        )
     image = images.find_image(state_dir, spec.image)
     if image is None:
         raise NotFoundError(f"image {spec.image!r} of lab {name!r} is gone: rebuild it")

@@ -83,7 +83,8 @@ class Event:
     text: str = ""
     seconds: float = 0.0
     done: int = 0
-    total: int = 0
+    total: int = 0  # 0: not known beforehand (a compile's count of compiler runs)
+    unit: str = "nodes"
 
 
 def plain_lines(emit: Callable[[str], None], e: Event) -> None:
@@ -123,6 +124,10 @@ class Reporter:
             raise
         self.timings[name] = time.monotonic() - start
         self.listen(Event("done", name, seconds=self.timings[name]))
+
+    def tally(self, name: str, unit: str) -> Callable[[int], None]:
+        """A counter of phase NAME's UNITs done, with no total known beforehand."""
+        return lambda done: self.listen(Event("count", name, done=done, unit=unit))
 
     def counted(self, name: str, fn: Callable[[T], R], total: int) -> Callable[[T], R]:
         """FN, telling phase NAME each time it has finished one of its TOTAL items
@@ -586,7 +591,12 @@ def _up(
         if spec.pacemaker:
             with reporter.phase("build Pacemaker"):
                 build = pcmkbuild.build(
-                    state_dir, Path(spec.pacemaker), spec.image, reporter.emit, mirror=mirror
+                    state_dir,
+                    Path(spec.pacemaker),
+                    spec.image,
+                    reporter.emit,
+                    mirror=mirror,
+                    compiled=reporter.tally("build Pacemaker", "compiler runs"),
                 )
         label = build.label if build else None
         # Two labctl runs must not pick the same subnet: hold a host-wide lock

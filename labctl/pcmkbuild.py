@@ -28,8 +28,10 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -442,6 +444,51 @@ STEP_TIMEOUTS = {"configure": 30 * 60.0, "compile": 2 * 60 * 60.0, "install": 30
 DEFAULT_STEP_TIMEOUT = 60 * 60.0
 
 
+_COMPILERS = ("gcc", "cc", "clang", "x86_64-linux-gnu-gcc")
+
+
+def is_compiler_run(line: str) -> bool:
+    """A line of make's output that is one run of the C compiler on a source file:
+    a plain one, or libtool's own account of the one it ran (not libtool's command
+    line, which wraps it). Pure."""
+    line = line.removeprefix("libtool: compile:").strip()
+    words = line.split()
+    return bool(words) and words[0] in _COMPILERS and "-c" in words
+
+
+@contextmanager
+def _tally(log: Path, compiled: Callable[[int], None] | None) -> Iterator[None]:
+    """Tell COMPILED the count of compiler runs in what LOG gains meanwhile."""
+    if compiled is None:
+        yield
+        return
+    done = threading.Event()
+    start = log.stat().st_size
+
+    def follow() -> None:
+        count, rest = 0, b""
+        with open(log, "rb") as f:
+            f.seek(start)
+            while True:
+                finished = done.wait(0.5)
+                chunk = rest + f.read()
+                *lines, rest = chunk.split(b"\n")
+                new = sum(is_compiler_run(ln.decode(errors="replace")) for ln in lines)
+                if new:
+                    count += new
+                    compiled(count)
+                if finished:
+                    return
+
+    t = threading.Thread(target=follow, daemon=True, name="compile tally")
+    t.start()
+    try:
+        yield
+    finally:
+        done.set()
+        t.join(timeout=5)
+
+
 def _step(
     name: str,
     command: str,
@@ -582,8 +629,10 @@ def build(
     progress: Progress = lambda _m: None,
     jobs: int | None = None,
     mirror: str | None = None,
+    compiled: Callable[[int], None] | None = None,
 ) -> Build:
-    """Build the Pacemaker tree at PATH for IMAGE's nodes (or reuse that build)."""
+    """Build the Pacemaker tree at PATH for IMAGE's nodes (or reuse that build).
+    COMPILED hears the count of compiler runs as the compile goes."""
     tree = identify(path)
     configure_args(tree.version, "x")  # refuses too old a tree before any work
     if os.geteuid() != 0:
@@ -602,7 +651,9 @@ def build(
         again = find_build(state_dir, image, tree.name)
         if again is not None and _current(again, img):
             return again
-        return _build(state_dir, img, tree, root, work, progress, jobs or os.cpu_count() or 2)
+        return _build(
+            state_dir, img, tree, root, work, progress, jobs or os.cpu_count() or 2, compiled
+        )
 
 
 def _current(b: Build, img: images.Image) -> bool:
@@ -621,6 +672,7 @@ def _build(
     work: Path,
     progress: Progress,
     jobs: int,
+    compiled: Callable[[int], None] | None = None,
 ) -> Build:
     started = time.monotonic()
     deps = _ensure_builddeps(img, root, progress)
@@ -653,7 +705,12 @@ def _build(
                 lowers, work, mnt, scratch_dest, log, progress, timings,
             )  # fmt: skip
             conf_file.write_text(json.dumps(conf))
-        _step("compile", f"make -j{jobs}", lowers, work, mnt, scratch_dest, log, progress, timings)
+        with _tally(log, compiled):
+            _step(
+                "compile",
+                f"make -j{jobs}",
+                lowers, work, mnt, scratch_dest, log, progress, timings,
+            )  # fmt: skip
         _step(
             "install",
             "make install DESTDIR=/labctl/dest",

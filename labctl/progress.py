@@ -56,7 +56,8 @@ class LiveProgress:
                 if not self.tasks:
                     self.progress.stop()
             elif e.kind == "count":
-                self.counts[e.phase] = f"{e.done}/{e.total} nodes"
+                done = f"{e.done}/{e.total}" if e.total else str(e.done)
+                self.counts[e.phase] = f"{done} {e.unit}"
                 if e.phase in self.tasks:
                     self.progress.update(self.tasks[e.phase], count=self.counts[e.phase])
             elif e.kind == "note":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,31 @@ def test_status_notes_nodes_that_disagree_on_their_pacemaker():
         "nodes disagree on their Pacemaker: 2.1.5 (a3f4, distribution) on l-c2; "
         "2.1.5 (a3f4, pcmk-x) on l-c1, l-c3"
     )
+
+
+@pytest.mark.parametrize(
+    "line, counts",
+    [
+        ("gcc -DHAVE_CONFIG_H -I. -c -o acl.o acl.c", True),
+        ("libtool: compile:  gcc -DHAVE_CONFIG_H -I. -c acl.c  -fPIC -DPIC -o .libs/acl.o", True),
+        ("/bin/bash ../../libtool  --tag=CC --mode=compile gcc -c -o acl.lo acl.c", False),
+        ("libtool: link: gcc -shared -fPIC -o .libs/libcrmcommon.so.34", False),
+        ("gcc -g -O2 -o crm_mon crm_mon.o -lcrmcommon", False),
+        ("make[2]: Entering directory '/labctl/pacemaker/lib'", False),
+        ("", False),
+    ],
+)
+def test_a_compiler_run_is_the_compilers_own_line(line, counts):
+    assert pcmkbuild.is_compiler_run(line) is counts
+
+
+def test_the_tally_counts_what_the_log_gains_while_it_runs(tmp_path):
+    log = tmp_path / "build.log"
+    log.write_text("gcc -c old.c\n")  # an earlier step's: not counted
+    heard: list[int] = []
+    with pcmkbuild._tally(log, heard.append), open(log, "a") as f:
+        f.write("gcc -c a.c\nmake[1]: Entering\nlibtool: compile:  gcc -c b.c\n")
+        f.flush()
+        time.sleep(0.8)
+        f.write("gcc -c c.c\n")
+    assert heard[-1] == 3

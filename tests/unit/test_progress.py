@@ -85,6 +85,22 @@ def test_a_count_before_its_phase_starts_is_shown_when_it_does():
     assert "2/2 nodes" in buf.getvalue()
 
 
+def test_a_tally_has_no_total_and_shows_its_unit():
+    console, buf = _terminal()
+    live = progress.LiveProgress(console)
+    r = Reporter(listen=live)
+    with r.phase("build Pacemaker"):
+        tell = r.tally("build Pacemaker", "compiler runs")
+        tell(1)
+        tell(57)
+    assert "57 compiler runs" in buf.getvalue() and "57/" not in buf.getvalue()
+    lines: list[str] = []
+    plain = Reporter(lines.append)
+    with plain.phase("build Pacemaker"):
+        plain.tally("build Pacemaker", "compiler runs")(3)
+    assert len(lines) == 2  # plain output: the phase's lines only, as for node counts
+
+
 def test_the_cli_renders_live_only_on_a_terminal_and_not_with_plain(monkeypatch):
     console, _ = _terminal()
     monkeypatch.setattr(cli, "err", console)
