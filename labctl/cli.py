@@ -62,23 +62,37 @@ class _OneLineErrors(typer.core.TyperGroup):
     further in (libvirt, paramiko, OSError such as a full disk, a subprocess timeout),
     and a subcommand's usage error (Click's own is a box of several lines)."""
 
+    def make_context(self, *args: object, **kwargs: object) -> typer.Context:  # type: ignore[override]
+        try:
+            return super().make_context(*args, **kwargs)  # type: ignore[arg-type]
+        except _CLICK_USAGE_ERROR as e:  # labctl's own options: `labctl --bogus`
+            _usage_failure(e)
+            raise
+
     def invoke(self, ctx: typer.Context) -> object:  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except LabctlError as e:
             _fail(e)
         except _CLICK_USAGE_ERROR as e:
-            if _debug or type(e).__name__ == "NoArgsIsHelpError":  # that one prints help
-                raise
-            where = e.ctx.command_path if e.ctx else "labctl"  # type: ignore[attr-defined]
-            message = e.format_message().rstrip(".")  # type: ignore[attr-defined]
-            _fail(UsageError(f"{message}: `{where} --help` shows the usage"))
+            _usage_failure(e)
+            raise
         except Exception as e:
             translated = as_labctl_error(e)
             if translated is None or _debug:
                 raise
             _fail(translated)
         return None
+
+
+def _usage_failure(e: Exception) -> None:
+    """A usage error as one line naming the command's --help (returns only for what
+    Click must show itself: a group's help when it is given no command)."""
+    if _debug or type(e).__name__ == "NoArgsIsHelpError":
+        return
+    where = e.ctx.command_path if e.ctx else "labctl"  # type: ignore[attr-defined]
+    message = e.format_message().rstrip(".")  # type: ignore[attr-defined]
+    _fail(UsageError(f"{message}: `{where} --help` shows the usage"))
 
 
 def as_labctl_error(e: BaseException) -> LabctlError | None:

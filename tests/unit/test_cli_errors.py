@@ -128,6 +128,7 @@ def test_rollback_failure_is_on_the_same_line(
         (["exec"], "Missing argument 'name'"),
         (["up", "--nodes", "x"], "Invalid value for '--nodes'"),
         (["image", "build", "--bogus"], "No such option: --bogus"),
+        (["--bogus", "list"], "No such option: --bogus"),
     ],
 )
 def test_a_usage_error_is_one_line_naming_the_help_exit_2(
