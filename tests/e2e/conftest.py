@@ -168,3 +168,29 @@ def labs() -> Iterator[Labs]:
         yield ls
     finally:
         ls.teardown()
+
+
+def xfail_if_fencing_left_a_node_off(lab: str, proc: subprocess.CompletedProcess) -> None:
+    """After `labctl cts`: when labctl's watch stopped CTS because a fenced node was never
+    started again, record Pacemaker's finding as an expected failure, if it is that one.
+
+    Pacemaker's fencer (2.1.5 and 3.0.0, fenced_remote.c) skips the "on" half of a
+    remapped topology reboot when the node that asked for it has not registered the
+    level's devices itself. CTS starts the DC alone, without quorum, so it has not when
+    it fences a node that joins late; it logs "Not turning NODE back on using DEVICE
+    because the agent doesn't support 'on'" and reports the reboot done. Any other cause
+    of a node left off fails the test."""
+    if "stayed powered off" not in proc.stderr:
+        return
+    fenced = labctl(
+        "exec",
+        lab,
+        "--role",
+        "cluster",
+        "--",
+        "grep -h -E 'pacemaker-fenced.*(Not turning|Remapp|Undoing|Ignoring fencing device)' "
+        "/var/log/pacemaker/pacemaker.log | tail -n 12",
+        check=False,
+    ).stdout
+    assert "because the agent doesn't support 'on'" in fenced, proc.stderr + fenced
+    pytest.xfail(f"Pacemaker finding: {proc.stderr.strip()[-400:]}\n{fenced}")
