@@ -320,10 +320,10 @@ def nft_ruleset(lab: str, state: NetState, links: Mapping[str, Sequence[Link]]) 
                     f'comment "partition {gi + 1}->{gj + 1}"'
                 )
     for node, p in sorted(state.losses.items()):
-        # In hundredths of a percent: 0.5% is 50 out of 10000.
+        # In hundredths of a percent: 0.5% is 50 out of 10000 (nft refuses "< 10000").
+        chance = "" if p >= 100 else f"numgen random mod 10000 < {round(p * 100)} "
         fwd.append(
-            f"ether saddr {_macs([node], links)} numgen random mod 10000 < {round(p * 100)} "
-            f'drop comment "loss {node} {_pct(p)}"'
+            f'ether saddr {_macs([node], links)} {chance}drop comment "loss {node} {_pct(p)}"'
         )
     lines = [
         # Declaring the table first makes the delete succeed when there was none.

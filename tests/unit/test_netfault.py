@@ -139,6 +139,8 @@ def test_ruleset_replaces_the_whole_table_and_matches_macs():
         'drop comment "partition 1->2"' in text
     )
     assert "ether saddr { 52:54:00:d5:02:0c } numgen random mod 10000 < 1250 drop" in text
+    every = netfault.nft_ruleset(LAB, NetState(losses={"nt1-c1": 100.0}), LINKS)
+    assert 'ether saddr { 52:54:00:d5:02:0b } drop comment "loss nt1-c1 100%"' in every
     # A cut link: from the node (prerouting), to it from nodes (forward) and the host (output).
     assert text.count('ether saddr 52:54:00:d5:02:0d drop comment "down nt1-c3 link 0"') == 1
     assert text.count('ether daddr 52:54:00:d5:02:0d drop comment "down nt1-c3 link 0"') == 2
