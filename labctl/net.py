@@ -71,7 +71,13 @@ def net(name: str, action: str, args: list[str], link: int | None, state_dir: Pa
         new = netfault.apply(old, action, args, name, links_of, link)
         if new.delays:
             _require_bridge_netfilter()
-        _apply(p, new, links)
+        try:
+            _apply(p, new, links)
+        except BaseException:
+            # Back to what net.json says, so that it stays the truth about the host.
+            with contextlib.suppress(Exception):
+                _apply(p, old, links)
+            raise
         write_state(p, new)
         return _report(p, links)
 
