@@ -61,8 +61,11 @@ def net(name: str, action: str, args: list[str], link: int | None, state_dir: Pa
     host.require_root("labctl net")
     validate_name(name)
     if action == "show":
-        netfault.apply(NetState(), action, args, name, {"-": [0]}, link)
-        return _report(_plan(name, state_dir))
+        # Only reads: no lock, so it works while another command holds the lab.
+        p = _plan(name, state_dir)
+        links = node_links(p)
+        netfault.apply(NetState(), action, args, name, {n: [0] for n in links}, link)
+        return _report(p, links)
     with locks.hold("lab", name, locks.command_line()):
         p = _plan(name, state_dir)
         links = node_links(p)
@@ -230,7 +233,8 @@ def _remove_table(name: str, where: str) -> None:
 
 def _remove_queueing(name: str, where: str) -> None:
     """The lab's jumps from FORWARD and its chain, found by name (none: nothing to do)."""
-    listing = _iptables(["-S", "FORWARD"], where)
+    # Not listable (no iptables in this kernel, say): then it holds no rule of ours.
+    listing = _iptables(["-S", "FORWARD"], where, check=False)
     for rule in netfault.forward_jumps(name, listing):
         _iptables(rule, where)
     chain = netfault.chain_name(name)
