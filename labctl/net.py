@@ -102,8 +102,8 @@ def node_links(p: LabPlan) -> dict[str, list[Link]]:
     found: dict[str, list[virt.DomainLink] | None] = {}
     for uri, names in by_uri.items():
         with virt.connection(uri) as conn:
-            for n in names:
-                found[n] = virt.domain_links(conn, n)
+            for dom in names:
+                found[dom] = virt.domain_links(conn, dom)
     for n in p.nodes:
         links = []
         for i, dl in enumerate(found.get(n.name) or []):

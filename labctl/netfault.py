@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from labctl.errors import UsageError
 
@@ -73,27 +74,18 @@ class NetState:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, object], nodes: Sequence[str]) -> NetState:
+    def from_dict(cls, d: Mapping[str, Any], nodes: Sequence[str]) -> NetState:
         """From net.json; names not of the lab are dropped (the file is data, not trusted)."""
         known = set(nodes)
-        groups = tuple(
-            tuple(n for n in g if n in known)
-            for g in d.get("partition", [])  # type: ignore[union-attr]
-        )
+        groups = tuple(tuple(str(n) for n in g if n in known) for g in d.get("partition", []))
         delays = {
-            n: Delay(int(v["ms"]), int(v.get("jitter_ms", 0)))
-            for n, v in dict(d.get("delay", {})).items()  # type: ignore[call-overload]
+            str(n): Delay(int(v["ms"]), int(v.get("jitter_ms", 0)))
+            for n, v in dict(d.get("delay", {})).items()
             if n in known
         }
-        losses = {
-            n: float(p)
-            for n, p in dict(d.get("loss", {})).items()  # type: ignore[call-overload]
-            if n in known
-        }
+        losses = {str(n): float(p) for n, p in dict(d.get("loss", {})).items() if n in known}
         down = frozenset(
-            (e["node"], int(e["link"]))
-            for e in d.get("down", [])  # type: ignore[union-attr]
-            if e["node"] in known
+            (str(e["node"]), int(e["link"])) for e in d.get("down", []) if e["node"] in known
         )
         return cls(tuple(g for g in groups if g), delays, losses, down)
 
