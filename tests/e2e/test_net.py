@@ -114,6 +114,14 @@ def test_delay_raises_round_trip_and_clear_removes_it(lab: Lab):
     delayed = ping_ms(lab, "c2", "c3")
     # Each node's packets wait 200 ms: there and back, 400 ms.
     assert delayed is not None and 380 < delayed < 600, (base, delayed)
+    # Jitter: one node's packets wait 100 ms ± up to 50 ms, so round trips spread.
+    labctl("net", lab.name, "delay", "c2", "100ms", "50ms")
+    out = labctl(
+        "ssh", lab.name, lab.node("c2"), "--", "ping", "-q", "-c", "10", "-i", "0.2", lab.ip("c3")
+    ).stdout  # fmt: skip
+    avg, mdev = (float(x) for x in re.search(r"= [\d.]+/([\d.]+)/[\d.]+/([\d.]+)", out).groups())
+    assert 220 < avg < 420 and mdev > 5, out  # 100 ± 50 ms there, c3's 200 ms back
+    s = show(lab)
     # Fail-open: with its delayer gone, the lab's packets pass undelayed, never dropped.
     os.kill(s["delayer_pid"], signal.SIGKILL)
     orphaned = ping_ms(lab, "c2", "c3")
