@@ -202,7 +202,7 @@ def apply(
     if link is not None and action not in ("down", "up"):
         raise UsageError("--link is for `down` and `up` only")
     if link is not None and not 0 <= link < MAX_LINKS:
-        raise UsageError(f"bad --link {link}: a link number from 0 (every node has link 0)")
+        raise UsageError(f"bad --link {link}: a link number, 0 for the lab network's")
 
     def arity(lo: int, hi: int, usage: str) -> None:
         if not lo <= len(args) <= hi:
