@@ -75,7 +75,7 @@ def net(name: str, action: str, args: list[str], link: int | None, state_dir: Pa
         if new.delays:
             _require_bridge_netfilter()
         try:
-            _apply(p, new, links)
+            _apply(p, new, links, old)
         except BaseException:
             # Back to what net.json says, so that it stays the truth about the host.
             with contextlib.suppress(Exception):
@@ -168,12 +168,19 @@ def _iptables(args: list[str], where: str, check: bool = True) -> str:
     return r.stdout
 
 
-def _apply(p: LabPlan, s: NetState, links: dict[str, list[Link]]) -> None:
+def _apply(
+    p: LabPlan, s: NetState, links: dict[str, list[Link]], was: NetState | None = None
+) -> None:
+    """Make the host hold S's faults. WAS: what it holds now, if known: the delayer
+    is then left running when the delays stay the same (restarting it would drop
+    the packets it holds)."""
     where = f"network faults of lab {p.name}"
     if s.groups or s.losses or s.down:
         _nft(netfault.nft_ruleset(p.name, s, links), where)
     else:
         _remove_table(p.name, where)
+    if was is not None and was.delays == s.delays and (not s.delays or delayers(p.name)):
+        return
     _remove_queueing(p.name, where)
     stop_delayers(p.name)
     (p.dir / PID_FILE).unlink(missing_ok=True)
