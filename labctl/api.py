@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from labctl import execute, lab, pacemaker, spec, stack, state
+from labctl import execute, lab, net, pacemaker, spec, stack, state
 from labctl import restore as restore_mod
 from labctl import snapshot as snapshot_mod
 from labctl.errors import LabctlError, UsageError
@@ -142,6 +142,11 @@ class Lab:
     def snapshots(self) -> list[Snapshot]:
         """The lab's snapshots, oldest first."""
         return snapshot_mod.listing(self.name, self.state_dir)
+
+    def net(self, action: str = "show", *args: str, link: int | None = None) -> net.NetReport:
+        """`labctl net LAB ACTION ARGS`: a network fault, e.g. `lab.net("partition", "c1",
+        "c2,c3")`, `lab.net("heal")`; returns the lab's faults after it."""
+        return net.net(self.name, action, list(args), link, self.state_dir)
 
     def down(self) -> DownReport:
         """Remove the lab and everything it made; safe twice."""

@@ -31,6 +31,7 @@ from labctl import (
     inventory,
     lab,
     locks,
+    net,
     pcmkbuild,
     proc,
     progress,
@@ -788,6 +789,44 @@ def fence(
         _fail(e)
         return
     out.print(f"{node} was fenced and is back online")
+
+
+@app.command("net")
+def net_(
+    name: LabArg,
+    action: Annotated[
+        str,
+        typer.Argument(
+            metavar="ACTION",
+            help="show | partition A,B C,.. | heal | delay NODE|all 300ms [JITTER] | "
+            "loss NODE|all 10% | clear | down NODE|all | up NODE|all",
+        ),
+    ] = "show",
+    args: Annotated[list[str] | None, typer.Argument(metavar="[ARGS]...")] = None,
+    link: Annotated[
+        int | None, typer.Option("--link", help="down/up: that link only (default: all).")
+    ] = None,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    as_json: AsJson = False,
+) -> None:
+    """Network faults between the lab's nodes, made on the host; `down` removes them."""
+    try:
+        r = net.net(validate_name(name), action, args or [], link, state_dir)
+    except LabctlError as e:
+        _fail(e)
+        return
+    if as_json:
+        out.print_json(json.dumps(r.to_dict()))
+        return
+    lines = r.state.describe()
+    if not lines:
+        out.print(f"lab {name}: no network faults")
+    for line in lines:
+        out.print(line, highlight=False)
+    if r.state.delays and r.delayer is None:
+        _note(
+            f"the delayer of lab {name} is not running: `labctl net {name} clear`, then delay again"
+        )
 
 
 @app.command("ssh-config")

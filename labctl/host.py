@@ -107,6 +107,9 @@ def checks(state_dir: Path) -> list[Check]:
         ("debootstrap", "debootstrap"),
         ("qemu-img", "qemu-utils"),
         ("ssh", "openssh-client"),
+        # `labctl net`: its bridge rules, and the delayer's queueing rules.
+        ("nft", "nftables"),
+        ("iptables", "iptables"),
     ):
         found = shutil.which(tool)
         out.append(Check(tool, bool(found), found or "missing", f"apt-get install {pkg}"))

@@ -26,6 +26,7 @@ from labctl import (
     images,
     locks,
     mounts,
+    net,
     pcmkbuild,
     plan,
     proc,
@@ -1263,6 +1264,9 @@ def _down(name: str, state_dir: Path, fast: bool = True) -> DownReport:
     # VM domains that cannot be seen still use their disks, seeds and network:
     # remove the containers only, keep the rest for the next `down`.
     keep_for_vms = bool(missed) and _may_have_vms(name, state_dir, lab_dirs)
+    # Faults first: found by the lab's name on the host (not its record), so they go
+    # also after a crash or without the lab directory.
+    net.remove(name)
     removed: list[str] = []
     _stop_guests_cleanly(name, state_dir, doms, fast)
     for conn in _connections():

@@ -176,3 +176,12 @@ def end_on_sigterm() -> None:
     otherwise a half-made lab is not rolled back, locks stay taken, and commands
     started in their own process group (CTS, builds) run on without it."""
     signal.signal(signal.SIGTERM, _sigterm)
+
+
+def spawn(argv: list[str], *, where: str, log: Path) -> int:
+    """Start ARGV as a helper that outlives labctl (a session of its own, output to
+    LOG, nothing of ours inherited); return its PID. Whoever starts one stops it."""
+    with open(log, "w") as out:
+        return _start(
+            argv, where, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=Path("/"), env=None
+        ).pid

@@ -528,3 +528,34 @@ def remove_domain_logs(
             f.unlink()
             removed += 1
     return removed
+
+
+@dataclass(frozen=True)
+class DomainLink:
+    """One network interface of a domain as its live XML says (untrusted data)."""
+
+    mac: str | None
+    dev: str | None
+    bridge: str | None
+
+
+def domain_links(conn: libvirt.virConnect, name: str) -> list[DomainLink] | None:
+    """Domain NAME's interfaces in order (link 0, 1, ...): MAC, host-side interface
+    (`<target dev>`, running domains only) and bridge; None if there is no such domain."""
+    with _call("XMLDesc", f"domain {name}"):
+        dom = _lookup(conn.lookupByName, name)
+        if dom is None:
+            return None
+        text = dom.XMLDesc(0)
+    root = etree.fromstring(text.encode(), etree.XMLParser(resolve_entities=False, no_network=True))
+    out = []
+    for iface in root.findall("./devices/interface"):
+        mac, target, source = iface.find("mac"), iface.find("target"), iface.find("source")
+        out.append(
+            DomainLink(
+                mac=mac.get("address") if mac is not None else None,
+                dev=target.get("dev") if target is not None else None,
+                bridge=source.get("bridge") if source is not None else None,
+            )
+        )
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -56,6 +57,11 @@ class HostState:
     cgroups: frozenset[str]
     # What libvirtd logged per domain (it keeps the files after the domain is gone).
     domain_logs: frozenset[str]
+    # `labctl net`: labctl's nftables tables and iptables rules, the qdiscs anyone
+    # added (with the lab whose bridge the device is on), and delayer processes.
+    firewall: frozenset[str] = frozenset()
+    qdiscs: frozenset[str] = frozenset()
+    net_helpers: frozenset[str] = frozenset()
 
 
 def _fence_virtds() -> frozenset[str]:
@@ -83,6 +89,49 @@ def domain_id(name: str, uri: str = "lxc:///") -> int | None:
         conn.close()
 
 
+def _lines(argv: list[str]) -> list[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()
+
+
+def _firewall() -> frozenset[str]:
+    tables = [t for t in _lines(["nft", "list", "tables"]) if "labctl" in t]
+    rules = [r for r in _lines(["iptables", "-w", "10", "-t", "mangle", "-S"]) if "LABCTL" in r]
+    return frozenset(tables + rules)
+
+
+def _qdiscs(bridge_labs: dict[str, str]) -> frozenset[str]:
+    """Qdiscs someone added (handle other than 0:), each with the network whose bridge
+    the device is (or is on): what `labctl net` would leave if it used any."""
+    out = set()
+    for q in json.loads(
+        subprocess.run(
+            ["tc", "-j", "qdisc", "show"], capture_output=True, text=True, check=True
+        ).stdout
+        or "[]"
+    ):
+        if q.get("handle") == "0:":
+            continue
+        dev = q.get("dev", "")
+        master = Path(f"/sys/class/net/{dev}/master")
+        bridge = master.resolve().name if master.exists() else dev
+        out.add(f"{bridge_labs.get(bridge, 'host')} {dev}: {q.get('kind')} {q.get('handle')}")
+    return frozenset(out)
+
+
+def _net_helpers() -> frozenset[str]:
+    out = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            args = (Path("/proc") / pid / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"labctl.netdelay" in args:
+            out.add(b" ".join(args).decode(errors="replace"))
+    return frozenset(out)
+
+
 def _container_cgroups() -> frozenset[str]:
     roots = cgroups.v1_mounts(Path("/proc/self/mounts").read_text())
     return frozenset(str(g) for r in roots for g in cgroups.container_groups(r, None))
@@ -90,11 +139,15 @@ def _container_cgroups() -> frozenset[str]:
 
 def host_state() -> HostState:
     doms, nets, pools = set(), set(), set()
+    bridge_labs: dict[str, str] = {}
     for uri in ("lxc:///", "qemu:///system"):
         conn = libvirt.open(uri)
         try:
             doms |= {f"{uri}{d.name()}" for d in conn.listAllDomains()}
-            nets |= {n.name() for n in conn.listAllNetworks()}
+            for n in conn.listAllNetworks():
+                nets.add(n.name())
+                with contextlib.suppress(libvirt.libvirtError):
+                    bridge_labs[n.bridgeName()] = n.name()
             pools |= {p.name() for p in conn.listAllStoragePools()}
         finally:
             conn.close()
@@ -110,6 +163,9 @@ def host_state() -> HostState:
         domain_logs=frozenset(
             f.name for d in virt.DOMAIN_LOG_DIRS if d.is_dir() for f in d.glob("*.log")
         ),
+        firewall=_firewall(),
+        qdiscs=_qdiscs(bridge_labs),
+        net_helpers=_net_helpers(),
     )
     # LABCTL_TEST_FOREIGN: a regular expression matching what other people's labs on
     # a shared host make (their lab names are in every name, path and command line

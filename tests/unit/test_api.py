@@ -105,3 +105,16 @@ def test_importing_labctl_or_its_pytest_plugin_loads_no_libvirt():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_lab_net_is_labctl_net(monkeypatch, tmp_path):
+    from labctl import net
+
+    calls = []
+    monkeypatch.setattr(net, "net", lambda *a: calls.append(a) or "report")
+    assert labctl.Lab("demo", tmp_path).net("partition", "c1", "c2,c3") == "report"
+    assert labctl.Lab("demo", tmp_path).net("down", "c1", link=1) == "report"
+    assert calls == [
+        ("demo", "partition", ["c1", "c2,c3"], None, tmp_path),
+        ("demo", "down", ["c1"], 1, tmp_path),
+    ]
