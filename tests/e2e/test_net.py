@@ -169,6 +169,38 @@ def test_loss_and_link_down_cut_a_node_and_are_undone(lab: Lab):
     assert reachable(lab, "c2", "c3")
 
 
+def _link_states(lab: Lab, short: str) -> dict[int, set[str]]:
+    """corosync-cfgtool -s on node SHORT: link id -> the states of the other nodes."""
+    text = labctl("ssh", lab.name, lab.node(short), "--", "corosync-cfgtool", "-s").stdout
+    out: dict[int, set[str]] = {}
+    link = None
+    for line in text.splitlines():
+        if line.startswith("LINK ID"):
+            link = int(line.split()[2])
+            out[link] = set()
+        elif link is not None and "nodeid" in line and "localhost" not in line:
+            out[link].add(line.split(":")[-1].strip())
+    return out
+
+
+def test_link_0_cut_everywhere_leaves_the_cluster_quorate_on_link_1(lab: Lab):
+    both = {0: {"connected"}, 1: {"connected"}}
+    poll("both corosync links connected", lambda: _link_states(lab, "c2") == both)
+    labctl("net", lab.name, "down", "all", "--link", "0")
+    # labctl reaches the nodes over link 1 meanwhile (`ssh` and `exec` fall back to it).
+    poll(
+        "link 0 down, link 1 up in corosync's view",
+        lambda: _link_states(lab, "c2") == {0: {"disconnected"}, 1: {"connected"}},
+    )
+    quorum = labctl("ssh", lab.name, lab.node("c2"), "--", "corosync-quorumtool", "-s").stdout
+    assert re.search(r"Quorate:\s+Yes", quorum), quorum
+    view = crm_mon(lab, "c2")
+    online = {name for name, n in view.nodes.items() if n.online}
+    assert view.quorate and online == {lab.node(s) for s in ("c1", "c2", "c3")}, view
+    labctl("net", lab.name, "up", "all", "--link", "0")
+    poll("link 0 connected again", lambda: _link_states(lab, "c2") == both)
+
+
 BAD_INPUT = [
     (["partition", "c1,c2", "c2,c3"], "is in two groups"),
     (["partition", "c1", "c2"], "in no group"),
