@@ -10,7 +10,8 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +65,8 @@ class HostState:
     net_helpers: frozenset[str] = frozenset()
 
 
-def _fence_virtds() -> frozenset[str]:
+def _processes(match: Callable[[list[bytes]], bool]) -> frozenset[str]:
+    """The command lines of the host's processes whose arguments MATCH says."""
     out = set()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -73,9 +75,13 @@ def _fence_virtds() -> frozenset[str]:
             args = (Path("/proc") / pid / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if args and args[0].endswith(b"fence_virtd"):
+        if args and match(args):
             out.add(b" ".join(args).decode(errors="replace"))
     return frozenset(out)
+
+
+def _fence_virtds() -> frozenset[str]:
+    return _processes(lambda args: args[0].endswith(b"fence_virtd"))
 
 
 def domain_id(name: str, uri: str = "lxc:///") -> int | None:
@@ -119,17 +125,7 @@ def _qdiscs(bridge_labs: dict[str, str]) -> frozenset[str]:
 
 
 def _net_helpers() -> frozenset[str]:
-    out = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            args = (Path("/proc") / pid / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"labctl.netdelay" in args:
-            out.add(b" ".join(args).decode(errors="replace"))
-    return frozenset(out)
+    return _processes(lambda args: b"labctl.netdelay" in args)
 
 
 def _container_cgroups() -> frozenset[str]:
@@ -215,6 +211,20 @@ class Labs:
     def teardown(self) -> None:
         for n in self.names:
             labctl("down", n, check=False)
+
+
+@contextmanager
+def module_lab(*up_args: str) -> Iterator[tuple[str, dict]]:
+    """One lab for a module's tests: its name and `up`'s JSON; down at the end, pass or
+    fail."""
+    labs = Labs()
+    name = labs.name()
+    try:
+        up = labctl_json("up", *up_args, "--name", name)
+        assert isinstance(up, dict)
+        yield name, up
+    finally:
+        labs.teardown()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import HostState, Labs, host_state, labctl, labctl_json
+from .conftest import HostState, host_state, labctl, module_lab
 
 # The Ansible of labctl's own environment (the test extra), beside this Python.
 BIN = Path(sys.executable).parent
@@ -40,17 +40,9 @@ def _of_lab(s: HostState, lab: str) -> HostState:
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     before = host_state()
-    labs = Labs()
-    name = labs.name()
-    try:
-        up = labctl_json(
-            "up", "--nodes", "1", "--mode", "remote", "--cluster-nodes", "1", "--no-fencing",
-            "--name", name,
-        )  # fmt: skip
-        assert isinstance(up, dict)
+    up_args = ("--nodes", "1", "--mode", "remote", "--cluster-nodes", "1", "--no-fencing")
+    with module_lab(*up_args) as (name, up):
         yield Lab(name, {n["name"]: n["role"] for n in up["nodes"]})
-    finally:
-        labs.teardown()
     assert _of_lab(host_state(), name) == _of_lab(before, name)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from labctl import pacemaker as pcmk
 
-from .conftest import STATE_DIR, HostState, Labs, host_state, labctl
+from .conftest import STATE_DIR, HostState, host_state, labctl, module_lab
 
 
 @dataclass(frozen=True)
@@ -34,16 +34,9 @@ class Lab:
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     before = host_state()
-    labs = Labs()
-    name = labs.name()
-    try:
-        # Two corosync links: `down --link N` cuts one and leaves the other.
-        up = json.loads(
-            labctl("up", "--nodes", "3", "--links", "2", "--name", name, "--json").stdout
-        )
+    # Two corosync links: `down --link N` cuts one and leaves the other.
+    with module_lab("--nodes", "3", "--links", "2") as (name, up):
         yield Lab(name, before, {n["name"]: [n["ip"], *n["link_ips"]] for n in up["nodes"]})
-    finally:
-        labs.teardown()
 
 
 def crm_mon(lab: Lab, short: str) -> pcmk.ClusterView:
