@@ -374,6 +374,43 @@ def resume_domain(conn: libvirt.virConnect, name: str) -> None:
             raise translate(e, "resume", f"domain {name}") from e
 
 
+def create_snapshot(conn: libvirt.virConnect, name: str, xml: str) -> None:
+    """Take libvirt snapshot XML (domainsnapshot) of domain NAME."""
+    with _call("snapshotCreateXML", f"domain {name}"):
+        conn.lookupByName(name).snapshotCreateXML(xml, 0)
+
+
+def snapshot_names(conn: libvirt.virConnect, name: str) -> list[str]:
+    """The libvirt snapshots domain NAME has; [] if there is no such domain."""
+    with _call("listAllSnapshots", f"domain {name}"):
+        dom = _lookup(conn.lookupByName, name)
+        return [] if dom is None else sorted(s.getName() for s in dom.listAllSnapshots())
+
+
+def revert_snapshot(conn: libvirt.virConnect, name: str, snapshot: str) -> None:
+    """Domain NAME back to its snapshot SNAPSHOT, left paused (whatever its state now:
+    running, paused or shut off), so a whole lab can be resumed at once."""
+    with _call("revertToSnapshot", f"domain {name} (snapshot {snapshot})"):
+        dom = conn.lookupByName(name)
+        dom.revertToSnapshot(
+            dom.snapshotLookupByName(snapshot), libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED
+        )
+
+
+def delete_snapshot(conn: libvirt.virConnect, name: str, snapshot: str) -> bool:
+    """Delete libvirt snapshot SNAPSHOT of domain NAME (its data in the disk too);
+    False if either is not there."""
+    try:
+        dom = conn.lookupByName(name)
+        snap = dom.snapshotLookupByName(snapshot)
+        snap.delete(0)
+    except libvirt.libvirtError as e:
+        if _no_such(e) or e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+            return False
+        raise translate(e, "snapshot delete", f"domain {name} (snapshot {snapshot})") from e
+    return True
+
+
 def crash_domain(conn: libvirt.virConnect, name: str) -> None:
     """Stop domain NAME as a crash or a power cut would: nothing in it gets to act.
 
