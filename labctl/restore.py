@@ -9,6 +9,12 @@ pacemaker_remote listens when the cluster connects; guests are left to the
 cluster, whose restored CIB starts them, as after `up`), and `up`'s readiness
 rule for the nodes that were online when the snapshot was taken (a node stopped
 on purpose then stays stopped, and is not waited for).
+
+VM nodes (cluster and remote) are reverted to their libvirt checkpoint instead,
+memory included, left paused, and resumed together just before the containers
+start: they go on from the snapshot's moment, without a boot. Their wall clock
+stopped at that moment (under TCG as well: the guest's clock is not the host's),
+so it is set over SSH before the restore returns.
 """
 
 from __future__ import annotations

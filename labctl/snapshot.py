@@ -1,4 +1,4 @@
-"""Snapshots of a lab's container nodes: names, where they live, taking, listing, removing.
+"""Snapshots of a lab's nodes: names, where they live, taking, listing, removing.
 
 Everything a container node changed is in its overlay's upper directory (its
 image layers are read-only and shared). A snapshot is a copy of every node's
@@ -13,12 +13,19 @@ boot and cluster formation on every snapshot; pausing costs a fraction of a
 second (README, "Snapshots, restore and reset"), well inside corosync's token
 timeout, so the cluster does not notice.
 
+A VM node (cluster or remote) has a disk of its own, a qcow2 volume: its part of a
+snapshot is a libvirt internal system checkpoint of the domain (memory and disk
+state, written into that volume; the raw read-only seed disk is left out), taken in
+the same pause, named as the labctl snapshot. The manifest records each VM's
+checkpoint; `snapshots rm` deletes them, `down` deletes them with the volume (and
+their metadata with the domain). VM guests are refused (`unsupported`).
+
 Layout, under the lab's directory (so `down` removes snapshots with the lab):
     snapshots/              0700: the copies hold the authkey and SSH host keys
       NAME/                 0700
         manifest.json       what restore checks (nodes, build, images)
         authkey             0600
-        nodes/NODE/         the node's upper directory, as `cp -a` copies it
+        nodes/NODE/         a container node's upper directory, as `cp -a` copies it
 
 Restoring is restore.py's (it drives nodes and the cluster; this module does not).
 """
