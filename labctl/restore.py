@@ -163,9 +163,15 @@ def _put_back(
     with reporter.phase("ssh ready"):
         first = p.cluster_nodes[0]
         reach = [first, *[n for n in vms if n.name != first.name]]
-        lab.parallel(_reach, [(p, n) for n in reach])
-    with reporter.phase("all online"), lab.connect(p, p.cluster_nodes[0]) as c:
-        view = stack.wait_online(c, snap_mod.expected_online(snap, p))
+        conns = lab.parallel(_reach, [(p, n) for n in reach])
+    try:
+        # The first cluster node's connection again: under TCG a VM's SSH handshake
+        # alone takes a second or two.
+        with reporter.phase("all online"):
+            view = stack.wait_online(conns[0], snap_mod.expected_online(snap, p))
+    finally:
+        for c in conns:
+            c.close()
     seconds = time.monotonic() - t0
     # The VMs kept theirs in their checkpoint (the marker is on disk, not in memory).
     lab.parallel(lambda n: lab.mark_formed(p, n), [n for n in containers if n.role == "cluster"])
@@ -245,13 +251,19 @@ def _start(p: LabPlan) -> None:
         lab.parallel(start, [n for n in nodes if n.role == "cluster"])
 
 
-def _reach(item: tuple[LabPlan, NodePlan]) -> None:
-    """NODE answers SSH; a VM's wall clock, stopped at its checkpoint, is set to now."""
+def _reach(item: tuple[LabPlan, NodePlan]) -> ssh.Connection:
+    """An open connection to NODE once it answers SSH; a VM's wall clock, stopped at
+    its checkpoint, is set to now on the way."""
     p, node = item
     vm = node.backend == "vm"
     ssh.wait_for_banner(str(node.ip), timeout=lab.VM_SSH_TIMEOUT if vm else lab.SSH_TIMEOUT)
-    with lab.connect(p, node) as c:
+    c = lab.connect(p, node)
+    try:
         c.run(set_clock_command(time.time()) if vm else "true")
+    except BaseException:
+        c.close()
+        raise
+    return c
 
 
 def set_clock_command(now: float) -> str:
