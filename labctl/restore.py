@@ -157,6 +157,9 @@ def _put_back(
         # container cluster nodes boot and connect to it.
         snap_mod.on_domains(vms, virt.resume_domain)
         _start(p)
+        # A VM stopped when the snapshot was taken stays stopped: no SSH, no clock.
+        running = snap_mod.on_domains(vms, virt.domain_active)
+        vms = [n for n, up in zip(vms, running, strict=True) if up]
     # One cluster node's SSH is enough: crm_mon there says when every node is
     # back, remote and guest nodes included (`up`'s readiness rule). The VMs' own
     # clocks stopped at the checkpoint: they are set to now over their SSH meanwhile.

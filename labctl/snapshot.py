@@ -379,10 +379,13 @@ def _pause(p: LabPlan, paused: list[NodePlan]) -> None:
 
 
 def _vm_snapshot(p: LabPlan, name: str) -> Callable[[Any, str], None]:
-    xml = domain_snapshot_xml(name, vm_snapshot_description(p, name))
+    description = vm_snapshot_description(p, name)
 
     def take_one(conn: Any, node: str) -> None:
-        virt.create_snapshot(conn, node, xml)
+        # A VM that is not running (stopped, or fenced and not yet back) has no
+        # memory to keep: its disk only, and a restore leaves it stopped.
+        memory = virt.domain_active(conn, node)
+        virt.create_snapshot(conn, node, domain_snapshot_xml(name, description, memory))
 
     return take_one
 

@@ -387,14 +387,23 @@ def snapshot_names(conn: libvirt.virConnect, name: str) -> list[str]:
         return [] if dom is None else sorted(s.getName() for s in dom.listAllSnapshots())
 
 
+def domain_active(conn: libvirt.virConnect, name: str) -> bool:
+    """Whether domain NAME runs (or is paused); False if there is no such domain."""
+    with _call("isActive", f"domain {name}"):
+        dom = _lookup(conn.lookupByName, name)
+        return dom is not None and bool(dom.isActive())
+
+
 def revert_snapshot(conn: libvirt.virConnect, name: str, snapshot: str) -> None:
-    """Domain NAME back to its snapshot SNAPSHOT, left paused (whatever its state now:
-    running, paused or shut off), so a whole lab can be resumed at once."""
+    """Domain NAME back to its snapshot SNAPSHOT (whatever its state now: running,
+    paused or shut off): left paused, so a whole lab can be resumed at once; or shut
+    off, if it was when the snapshot was taken."""
     with _call("revertToSnapshot", f"domain {name} (snapshot {snapshot})"):
         dom = conn.lookupByName(name)
-        dom.revertToSnapshot(
-            dom.snapshotLookupByName(snapshot), libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED
-        )
+        snap = dom.snapshotLookupByName(snapshot)
+        state = etree.fromstring(snap.getXMLDesc().encode()).findtext("state")
+        flags = 0 if state == "shutoff" else libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED
+        dom.revertToSnapshot(snap, flags)
 
 
 def delete_snapshot(conn: libvirt.virConnect, name: str, snapshot: str) -> bool:

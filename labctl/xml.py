@@ -254,15 +254,16 @@ def volume_xml(name: str, capacity_bytes: int, backing: str) -> str:
     )
 
 
-def domain_snapshot_xml(name: str, description: str) -> str:
+def domain_snapshot_xml(name: str, description: str, memory: bool = True) -> str:
     """A libvirt snapshot NAME of a labctl VM: an internal system checkpoint (disk and
-    memory in the qcow2 volume itself, so it goes with the volume at `down`). The seed
-    disk is raw and read-only: nothing to keep, and raw cannot hold one."""
+    memory in the qcow2 volume itself, so it goes with the volume at `down`); of a VM
+    that is not running (not MEMORY), its disk only. The seed disk is raw and
+    read-only: nothing to keep, and raw cannot hold one."""
     return serialize(
         E.domainsnapshot(
             E.name(name),
             E.description(description),
-            E.memory(snapshot="internal"),
+            E.memory(snapshot="internal" if memory else "no"),
             E.disks(
                 E.disk(name=VM_DISK, snapshot="internal"),
                 E.disk(name=SEED_DISK, snapshot="no"),

@@ -99,3 +99,15 @@ def test_a_domains_snapshot_is_taken_listed_reverted_paused_and_deleted(conn):
         virt.VirtError, match=re.escape("revertToSnapshot of domain a-r1 (snapshot s1)")
     ):
         virt.revert_snapshot(conn, "a-r1", "s1")
+
+
+def test_a_stopped_domain_reverted_to_a_snapshot_taken_while_stopped_stays_stopped(conn):
+    _define(conn, "a-r2", "a")
+    conn.lookupByName("a-r2").destroy()
+    assert virt.domain_active(conn, "a-r2") is False
+    virt.create_snapshot(conn, "a-r2", "<domainsnapshot><name>off</name></domainsnapshot>")
+    conn.lookupByName("a-r2").create()
+    virt.revert_snapshot(conn, "a-r2", "off")
+    assert virt.domain_active(conn, "a-r2") is False
+    assert virt.domain_active(conn, "no-such") is False
+    virt.delete_snapshot(conn, "a-r2", "off")

@@ -184,3 +184,9 @@ def test_a_vm_snapshot_is_an_internal_checkpoint_of_the_volume_not_the_seed():
         "vdb": "no",
     }
     golden("domainsnapshot-s1.xml", text)
+
+
+def test_a_stopped_vms_snapshot_keeps_its_disk_only():
+    text = domain_snapshot_xml("s1", "d", memory=False)
+    assert_valid("domainsnapshot", text)
+    assert etree.fromstring(text.encode()).find("memory").get("snapshot") == "no"
