@@ -127,8 +127,9 @@ class Lab:
         lab.fence(self.name, node.name if isinstance(node, Node) else node, self.state_dir)
 
     def snapshot(self, name: str | None = None, *, replace: bool = False) -> Snapshot:
-        """Save every node's state (containers: their own layers, the lab paused for a
-        moment); NAME defaults to the time. REPLACE: over an existing one of that name."""
+        """Save every node's state (containers: their own layers; VMs: a libvirt
+        checkpoint; the lab paused for a moment); NAME defaults to the time. REPLACE:
+        over an existing one of that name."""
         return snapshot_mod.take(self.name, self.state_dir, name, replace)
 
     def restore(self, name: str | None = None) -> Restored:

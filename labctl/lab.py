@@ -658,9 +658,10 @@ def _up(
 
 
 def _snapshot_up(p: LabPlan, label: str | None, reporter: Reporter) -> None:
-    """The snapshot `labctl reset` returns to, of a container lab just made (a pause
-    of some 0.1 s and a copy of a few hundred KiB per node: README, "Snapshots,
-    restore and reset"). Its failure costs `reset` only, not the lab: said, not raised."""
+    """The snapshot `labctl reset` returns to, of a lab just made (a pause of some 0.1 s
+    and a copy of a few hundred KiB per container node, a libvirt checkpoint of each
+    VM: README, "Snapshots, restore and reset"). Its failure costs `reset` only, not
+    the lab: said, not raised. A lab with VM guests has none (`snapshot.unsupported`)."""
     if snapshot.unsupported(p):
         return
     try:

@@ -9,6 +9,12 @@ pacemaker_remote listens when the cluster connects; guests are left to the
 cluster, whose restored CIB starts them, as after `up`), and `up`'s readiness
 rule for the nodes that were online when the snapshot was taken (a node stopped
 on purpose then stays stopped, and is not waited for).
+
+VM nodes (cluster and remote) are reverted to their libvirt checkpoint instead,
+memory included, left paused, and resumed together just before the containers
+start: they go on from the snapshot's moment, without a boot. Their wall clock
+stopped at that moment (under TCG as well: the guest's clock is not the host's),
+so it is set over SSH before the restore returns.
 """
 
 from __future__ import annotations
@@ -90,6 +96,17 @@ def _restore(
     why = snap_mod.mismatch(snap, p, rec.build)
     if why:
         raise UsageError(why)
+    if p.vm_nodes:
+        have = dict(
+            zip(
+                [n.name for n in p.vm_nodes],
+                snap_mod.on_domains(list(p.vm_nodes), virt.snapshot_names),
+                strict=True,
+            )
+        )
+        why = snap_mod.missing_vm_snapshots(snap, p, have)
+        if why:
+            raise NotFoundError(why)
     snap_dir = snap_mod.snapshot_dir(p, snap.name)
     lowers = _lowers(p, state_dir, rec.build)
     copies = snap_mod.restore_plan(p, snap_dir)
@@ -117,25 +134,50 @@ def _put_back(
     reporter: lab.Reporter,
     t0: float,
 ) -> Restored:
-    with reporter.phase("nodes stopped"):
-        _stop(p)
-    with reporter.phase("nodes' layers restored"):
-        # The copy first, beside the upper directory: a failure leaves the node as it was.
-        lab.parallel(_stage, copies)
-        lab.parallel(_swap_in, list(p.nodes))
-        # The authkey the snapshot's nodes have (a later `authkey rotate` changed the lab's).
-        secrets.write_secret(p.authkey, (snap_dir / "authkey").read_bytes())
-        lab.parallel(lambda n: _mount(n, lowers[n.name]), list(p.nodes))
+    containers = list(snap_mod.containers(p))
+    vms = list(p.vm_nodes)
+    if containers:
+        with reporter.phase("nodes stopped"):
+            _stop(p)
+    if vms:
+        # Each VM back to its checkpoint, memory included, and left paused: they
+        # run again together, once the containers are back as well.
+        with reporter.phase("VMs reverted"):
+            snap_mod.on_domains(vms, lambda conn, n: virt.revert_snapshot(conn, n, snap.vms[n]))
+    # The authkey the snapshot's nodes have (a later `authkey rotate` changed the lab's).
+    secrets.write_secret(p.authkey, (snap_dir / "authkey").read_bytes())
+    if containers:
+        with reporter.phase("nodes' layers restored"):
+            # The copy first, beside the upper directory: a failure leaves the node as it was.
+            lab.parallel(_stage, copies)
+            lab.parallel(_swap_in, containers)
+            lab.parallel(lambda n: _mount(n, lowers[n.name]), containers)
     with reporter.phase("domains started"):
+        # VMs first: a VM remote node's pacemaker_remote listens again before the
+        # container cluster nodes boot and connect to it.
+        snap_mod.on_domains(vms, virt.resume_domain)
         _start(p)
+        # A VM stopped when the snapshot was taken stays stopped: no SSH, no clock.
+        running = snap_mod.on_domains(vms, virt.domain_active)
+        vms = [n for n, up in zip(vms, running, strict=True) if up]
     # One cluster node's SSH is enough: crm_mon there says when every node is
-    # back, remote and guest nodes included (`up`'s readiness rule).
+    # back, remote and guest nodes included (`up`'s readiness rule). The VMs' own
+    # clocks stopped at the checkpoint: they are set to now over their SSH meanwhile.
     with reporter.phase("ssh ready"):
-        _reach((p, p.cluster_nodes[0]))
-    with reporter.phase("all online"), lab.connect(p, p.cluster_nodes[0]) as c:
-        view = stack.wait_online(c, snap_mod.expected_online(snap, p))
+        first = p.cluster_nodes[0]
+        reach = [first, *[n for n in vms if n.name != first.name]]
+        conns = lab.parallel(_reach, [(p, n) for n in reach])
+    try:
+        # The first cluster node's connection again: under TCG a VM's SSH handshake
+        # alone takes a second or two.
+        with reporter.phase("all online"):
+            view = stack.wait_online(conns[0], snap_mod.expected_online(snap, p))
+    finally:
+        for c in conns:
+            c.close()
     seconds = time.monotonic() - t0
-    lab.parallel(lambda n: lab.mark_formed(p, n), list(p.cluster_nodes))
+    # The VMs kept theirs in their checkpoint (the marker is on disk, not in memory).
+    lab.parallel(lambda n: lab.mark_formed(p, n), [n for n in containers if n.role == "cluster"])
     states = {n.name: view.nodes[n.name].state for n in p.nodes if n.name in view.nodes}
     return Restored(p.name, snap.name, states, round(seconds, 2), dict(reporter.timings))
 
@@ -144,7 +186,7 @@ def _lowers(p: LabPlan, state_dir: Path, build_label: str | None) -> dict[str, l
     """Each node's lower layers, as `up` (or the last `deploy`) chose them."""
     build = pcmkbuild.resolve(state_dir, build_label) if build_label else None
     out = {}
-    for n in p.nodes:
+    for n in snap_mod.containers(p):
         image = images.find_image(state_dir, n.image)
         if image is None:
             raise NotFoundError(f"image {n.image!r} of node {n.name} is gone: rebuild it first")
@@ -156,10 +198,14 @@ def _stop(p: LabPlan) -> None:
     """Every domain of lab P destroyed: the cluster nodes first (they run the guests'
     VirtualDomain resources), then the rest. Nothing in a node needs a graceful stop:
     its disk state is the snapshot's from here on."""
+    nodes = snap_mod.containers(p)
     with virt.connection(virt.default_uri("lxc")) as conn:
-        for group in (p.cluster_nodes, [n for n in p.nodes if n.role != "cluster"]):
-            lab.parallel(lambda n: virt.remove_domain(conn, n.name, kill_init=True), list(group))
-    for n in p.nodes:
+        for group in (
+            [n for n in nodes if n.role == "cluster"],
+            [n for n in nodes if n.role != "cluster"],
+        ):
+            lab.parallel(lambda n: virt.remove_domain(conn, n.name, kill_init=True), group)
+    for n in nodes:
         for target in mounts.mounts_under(n.dir):
             mounts.unmount(target)
 
@@ -202,13 +248,28 @@ def _start(p: LabPlan) -> None:
             )
             virt.define_and_start(conn, xml)
 
+        nodes = snap_mod.containers(p)
         # Remote nodes first: pacemaker_remote listens before the cluster connects.
-        lab.parallel(start, [n for n in p.nodes if n.role == "remote"])
-        lab.parallel(start, list(p.cluster_nodes))
+        lab.parallel(start, [n for n in nodes if n.role == "remote"])
+        lab.parallel(start, [n for n in nodes if n.role == "cluster"])
 
 
-def _reach(item: tuple[LabPlan, NodePlan]) -> None:
+def _reach(item: tuple[LabPlan, NodePlan]) -> ssh.Connection:
+    """An open connection to NODE once it answers SSH; a VM's wall clock, stopped at
+    its checkpoint, is set to now on the way."""
     p, node = item
-    ssh.wait_for_banner(str(node.ip), timeout=lab.SSH_TIMEOUT)
-    with lab.connect(p, node) as c:
-        c.run("true")
+    vm = node.backend == "vm"
+    ssh.wait_for_banner(str(node.ip), timeout=lab.VM_SSH_TIMEOUT if vm else lab.SSH_TIMEOUT)
+    c = lab.connect(p, node)
+    try:
+        c.run(set_clock_command(time.time()) if vm else "true")
+    except BaseException:
+        c.close()
+        raise
+    return c
+
+
+def set_clock_command(now: float) -> str:
+    """The shell command that sets a node's wall clock to NOW (seconds since the
+    epoch), to the millisecond. Pure."""
+    return f"date -u -s @{now:.3f} >/dev/null"

@@ -1,4 +1,4 @@
-"""Snapshots of a lab's container nodes: names, where they live, taking, listing, removing.
+"""Snapshots of a lab's nodes: names, where they live, taking, listing, removing.
 
 Everything a container node changed is in its overlay's upper directory (its
 image layers are read-only and shared). A snapshot is a copy of every node's
@@ -13,18 +13,26 @@ boot and cluster formation on every snapshot; pausing costs a fraction of a
 second (README, "Snapshots, restore and reset"), well inside corosync's token
 timeout, so the cluster does not notice.
 
+A VM node (cluster or remote) has a disk of its own, a qcow2 volume: its part of a
+snapshot is a libvirt internal system checkpoint of the domain (memory and disk
+state, written into that volume; the raw read-only seed disk is left out), taken in
+the same pause, named as the labctl snapshot. The manifest records each VM's
+checkpoint; `snapshots rm` deletes them, `down` deletes them with the volume (and
+their metadata with the domain). VM guests are refused (`unsupported`).
+
 Layout, under the lab's directory (so `down` removes snapshots with the lab):
     snapshots/              0700: the copies hold the authkey and SSH host keys
       NAME/                 0700
         manifest.json       what restore checks (nodes, build, images)
         authkey             0600
-        nodes/NODE/         the node's upper directory, as `cp -a` copies it
+        nodes/NODE/         a container node's upper directory, as `cp -a` copies it
 
 Restoring is restore.py's (it drives nodes and the cluster; this module does not).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -41,8 +49,9 @@ from typing import Any
 from labctl import host, locks, proc, safety, secrets, ssh, stack, state, virt
 from labctl import pacemaker as pcmk
 from labctl.errors import LabctlError, NotFoundError, UsageError
-from labctl.plan import LabPlan
+from labctl.plan import LabPlan, NodePlan
 from labctl.spec import validate_name
+from labctl.xml import domain_snapshot_xml
 
 # The snapshot `up` takes of every container lab it makes: what `reset` restores.
 UP_SNAPSHOT = "up"
@@ -68,6 +77,8 @@ class Snapshot:
     size: int = 0  # bytes of its files (filled in by `list_snapshots`)
     # The nodes online in their role as it was taken (crm_mon); None: unknown.
     online: tuple[str, ...] | None = None
+    # VM node -> the name of its libvirt snapshot (a system checkpoint in its disk).
+    vms: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -79,6 +90,7 @@ class Snapshot:
             "paused_s": self.paused_s,
             "size": self.size,
             "online": None if self.online is None else list(self.online),
+            "vms": self.vms,
         }
 
 
@@ -123,24 +135,47 @@ def snapshot_dir(p: LabPlan, name: str) -> Path:
     return snapshots_dir(p) / name
 
 
+def containers(p: LabPlan) -> tuple[NodePlan, ...]:
+    """The nodes of P whose snapshot is a copy of their upper directory."""
+    return tuple(n for n in p.nodes if n.backend == "lxc")
+
+
 def take_plan(p: LabPlan, snap: Path) -> list[Copy]:
-    """What a snapshot into SNAP copies: each node's upper directory. Pure."""
-    return [Copy(n.name, n.upper, snap / "nodes" / n.name) for n in p.nodes]
+    """What a snapshot into SNAP copies: each container node's upper directory (a VM
+    node's state is a libvirt snapshot in its own disk). Pure."""
+    return [Copy(n.name, n.upper, snap / "nodes" / n.name) for n in containers(p)]
 
 
 def restore_plan(p: LabPlan, snap: Path) -> list[Copy]:
-    """What a restore from SNAP copies: each node's saved tree to a new upper
+    """What a restore from SNAP copies: each container node's saved tree to a new upper
     directory beside the node's own (swapped in once the copy is whole). Pure."""
-    return [Copy(n.name, snap / "nodes" / n.name, n.dir / "upper.new") for n in p.nodes]
+    return [Copy(n.name, snap / "nodes" / n.name, n.dir / "upper.new") for n in containers(p)]
+
+
+def vm_snapshots(p: LabPlan, name: str) -> dict[str, str]:
+    """VM node -> the libvirt snapshot that holds its part of labctl snapshot NAME:
+    the same name (one per domain, so no clash between nodes). Pure."""
+    return {n.name: name for n in p.vm_nodes}
+
+
+def vm_snapshot_description(p: LabPlan, name: str) -> str:
+    """What a VM's libvirt snapshot says it is (seen in `virsh snapshot-list`). Pure."""
+    return f"labctl snapshot {name!r} of lab {p.name!r}"
 
 
 def unsupported(p: LabPlan) -> str:
-    """Why lab P cannot be snapshotted, or "" if it can. Pure."""
-    vms = [n.name for n in p.nodes if n.backend != "lxc"]
-    if vms:
+    """Why lab P cannot be snapshotted, or "" if it can. Pure.
+
+    VM guests are transient domains the cluster starts and stops (VirtualDomain from
+    an XML file): libvirt's snapshot metadata of one goes when the cluster stops it,
+    and no revert can bring it back without the cluster's own start."""
+    guests = [n.name for n in p.vm_nodes if n.role == "guest"]
+    if guests:
+        more = ", ..." if len(guests) > 3 else ""
         return (
-            f"lab {p.name!r} has VM nodes ({', '.join(vms[:3])}{', ...' if len(vms) > 3 else ''}): "
-            "snapshots of VM labs are not supported yet, only of container labs"
+            f"lab {p.name!r} has VM guest nodes ({', '.join(guests[:3])}{more}): they are "
+            "transient domains the cluster starts and stops, which libvirt cannot keep "
+            "snapshots of; snapshots work with container nodes, VM cluster and VM remote nodes"
         )
     return ""
 
@@ -191,9 +226,26 @@ def parse_manifest(text: str, name: str) -> Snapshot:
             node_images={str(k): str(v) for k, v in (data.get("node_images") or {}).items()},
             paused_s=float(data.get("paused_s", 0.0)),
             online=None if data.get("online") is None else tuple(map(str, data["online"])),
+            vms={str(k): str(v) for k, v in (data.get("vms") or {}).items()},
         )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise LabctlError(f"snapshot {name!r}: its {MANIFEST} is not usable ({e})") from None
+
+
+def missing_vm_snapshots(snap: Snapshot, p: LabPlan, have: dict[str, list[str]]) -> str:
+    """Why SNAP's VM part cannot be restored, given the libvirt snapshots each VM node
+    of P HAS, or "". Pure."""
+    gone = []
+    for n in p.vm_nodes:
+        want = snap.vms.get(n.name)
+        if want is None or want not in have.get(n.name, []):
+            gone.append(f"{n.name} ({want or 'none recorded'})")
+    if not gone:
+        return ""
+    return (
+        f"snapshot {snap.name!r} is not usable: libvirt has no snapshot of VM "
+        f"{', '.join(gone)} (removed outside labctl?): `labctl snapshots rm {p.name} {snap.name}`"
+    )
 
 
 def missing_message(lab: str, name: str, existing: list[str]) -> str:
@@ -280,7 +332,7 @@ def find(p: LabPlan, name: str) -> Snapshot:
 
 
 def load(name: str, state_dir: Path) -> tuple[LabPlan, state.LabRecord]:
-    """Lab NAME's plan and record; a VM lab is refused (not supported yet)."""
+    """Lab NAME's plan and record; a lab with VM guests is refused (`unsupported`)."""
     rec = state.read_record(state_dir, validate_name(name))
     if rec is None:
         raise NotFoundError(f"no lab {name!r} here: `labctl list` shows the labs on this host")
@@ -291,32 +343,55 @@ def load(name: str, state_dir: Path) -> tuple[LabPlan, state.LabRecord]:
     return p, rec
 
 
-def _on_domains(names: list[str], fn: Callable[[Any, str], object]) -> list:
-    """FN(conn, name) for every domain of NAMES at once: the pause is as short as
-    the slowest call, not their sum."""
-    if not names:
+def on_domains(nodes: list[NodePlan], fn: Callable[[Any, str], object]) -> list:
+    """FN(conn, node name) for every domain of NODES at once, each on its backend's
+    libvirt connection: the pause is as short as the slowest call, not their sum."""
+    if not nodes:
         return []
-    with virt.connection(virt.default_uri("lxc")) as conn:
-        with ThreadPoolExecutor(max_workers=max(1, min(16, len(names)))) as pool:
-            futures = [pool.submit(fn, conn, n) for n in names]
+    backends = sorted({n.backend for n in nodes})
+    conns = {}
+    try:
+        for b in backends:
+            conns[b] = virt.connect(virt.default_uri(b))
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(nodes)))) as pool:
+            futures = [pool.submit(fn, conns[n.backend], n.name) for n in nodes]
         errors = [f.exception() for f in futures if f.exception() is not None]
         if errors:
             raise errors[0]  # type: ignore[misc]
         return [f.result() for f in futures]
+    finally:
+        for c in conns.values():
+            virt.close(c)
 
 
-def _pause(p: LabPlan, paused: list[str]) -> None:
+def _pause(p: LabPlan, paused: list[NodePlan]) -> None:
     """Pause every running domain of P; PAUSED gets those this call paused, also
     when it fails half-way (they are the ones to resume: a domain someone else
     paused stays paused)."""
-    names = [n.name for n in p.nodes]
+    nodes = list(p.nodes)
     try:
-        done = _on_domains(names, virt.suspend_domain)
+        done = on_domains(nodes, virt.suspend_domain)
     except BaseException:
         # Which ones were paused is unknown: resume every paused one of the lab.
-        paused += names
+        paused += nodes
         raise
-    paused += [n for n, ok in zip(names, done, strict=True) if ok]
+    paused += [n for n, ok in zip(nodes, done, strict=True) if ok]
+
+
+def _vm_snapshot(p: LabPlan, name: str) -> Callable[[Any, str], None]:
+    description = vm_snapshot_description(p, name)
+
+    def take_one(conn: Any, node: str) -> None:
+        # A VM that is not running (stopped, or fenced and not yet back) has no
+        # memory to keep: its disk only, and a restore leaves it stopped.
+        memory = virt.domain_active(conn, node)
+        virt.create_snapshot(conn, node, domain_snapshot_xml(name, description, memory))
+
+    return take_one
+
+
+def _delete_vm_snapshot(name: str) -> Callable[[Any, str], bool]:
+    return lambda conn, node: virt.delete_snapshot(conn, node, name)
 
 
 def _cluster_view(p: LabPlan) -> pcmk.ClusterView | None:
@@ -353,6 +428,7 @@ def take_unlocked(
     remove_tree(base, tmp_name, "snapshot directory")
     tmp = base / tmp_name
     tmp.mkdir(mode=0o700)
+    replaced_vms = False
     try:
         (tmp / "nodes").mkdir(mode=0o700)
         secrets.write_secret(tmp / "authkey", p.authkey.read_bytes())
@@ -367,14 +443,25 @@ def take_unlocked(
         if online is None:
             view = _cluster_view(p)
             online = None if view is None else online_nodes(view, p)
+        vms = list(p.vm_nodes)
+        if vms:
+            # One name per domain: a stale one (a snapshot cut short, or the one
+            # --replace replaces) goes first. The old snapshot of that name is then
+            # unusable, and is removed below if this one fails.
+            replaced_vms = any(on_domains(vms, _delete_vm_snapshot(name)))
         t0 = time.monotonic()
-        paused: list[str] = []
+        paused: list[NodePlan] = []
         try:
             _pause(p, paused)
-            for c in copies:
-                copy_tree(c.src, c.dst)
+            # The VMs' checkpoints (seconds under TCG: their memory is written into
+            # their disks) while the containers' layers are copied.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                vm_job = pool.submit(on_domains, vms, _vm_snapshot(p, name))
+                for c in copies:
+                    copy_tree(c.src, c.dst)
+                vm_job.result()
         finally:
-            _on_domains(paused, virt.resume_domain)
+            on_domains(paused, virt.resume_domain)
         paused_s = round(time.monotonic() - t0, 3)
         snap = Snapshot(
             name=name,
@@ -384,6 +471,7 @@ def take_unlocked(
             node_images={n.name: n.image for n in p.nodes},
             paused_s=paused_s,
             online=online,
+            vms=vm_snapshots(p, name),
         )
         manifest = {k: v for k, v in snap.to_dict().items() if k != "size"}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -396,6 +484,12 @@ def take_unlocked(
             tmp.rename(final)
     except BaseException:
         remove_tree(base, tmp_name, "snapshot directory")
+        if p.vm_nodes:
+            # No labctl snapshot holds the VMs' checkpoints of this name (any more).
+            with contextlib.suppress(LabctlError):
+                on_domains(list(p.vm_nodes), _delete_vm_snapshot(name))
+            if replaced_vms:
+                remove_tree(base, name, "snapshot directory")
         raise
     return dataclasses.replace(snap, size=_size(final))
 
@@ -417,7 +511,13 @@ def remove(name: str, state_dir: Path, snapshot_name: str) -> None:
     host.require_root("labctl snapshots rm")
     with locks.hold("lab", validate_name(name), locks.command_line()):
         p, _ = load(name, state_dir)
-        find(p, snapshot_name)
+        snap = find(p, snapshot_name)
+        # The VMs' checkpoints first: a directory without them is unusable, the
+        # other way round they would be left in the disks for nothing.
+        by_name = {n.name: n for n in p.vm_nodes}
+        for vm_snap in sorted(set(snap.vms.values())):
+            nodes = [by_name[n] for n, s in snap.vms.items() if s == vm_snap and n in by_name]
+            on_domains(nodes, _delete_vm_snapshot(vm_snap))
         remove_tree(snapshots_dir(p), snapshot_name, "snapshot directory")
 
 

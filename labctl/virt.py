@@ -374,6 +374,52 @@ def resume_domain(conn: libvirt.virConnect, name: str) -> None:
             raise translate(e, "resume", f"domain {name}") from e
 
 
+def create_snapshot(conn: libvirt.virConnect, name: str, xml: str) -> None:
+    """Take libvirt snapshot XML (domainsnapshot) of domain NAME."""
+    with _call("snapshotCreateXML", f"domain {name}"):
+        conn.lookupByName(name).snapshotCreateXML(xml, 0)
+
+
+def snapshot_names(conn: libvirt.virConnect, name: str) -> list[str]:
+    """The libvirt snapshots domain NAME has; [] if there is no such domain."""
+    with _call("listAllSnapshots", f"domain {name}"):
+        dom = _lookup(conn.lookupByName, name)
+        return [] if dom is None else sorted(s.getName() for s in dom.listAllSnapshots())
+
+
+def domain_active(conn: libvirt.virConnect, name: str) -> bool:
+    """Whether domain NAME runs (or is paused); False if there is no such domain."""
+    with _call("isActive", f"domain {name}"):
+        dom = _lookup(conn.lookupByName, name)
+        return dom is not None and bool(dom.isActive())
+
+
+def revert_snapshot(conn: libvirt.virConnect, name: str, snapshot: str) -> None:
+    """Domain NAME back to its snapshot SNAPSHOT (whatever its state now: running,
+    paused or shut off): left paused, so a whole lab can be resumed at once; or shut
+    off, if it was when the snapshot was taken."""
+    with _call("revertToSnapshot", f"domain {name} (snapshot {snapshot})"):
+        dom = conn.lookupByName(name)
+        snap = dom.snapshotLookupByName(snapshot)
+        state = etree.fromstring(snap.getXMLDesc().encode()).findtext("state")
+        flags = 0 if state == "shutoff" else libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED
+        dom.revertToSnapshot(snap, flags)
+
+
+def delete_snapshot(conn: libvirt.virConnect, name: str, snapshot: str) -> bool:
+    """Delete libvirt snapshot SNAPSHOT of domain NAME (its data in the disk too);
+    False if either is not there."""
+    try:
+        dom = conn.lookupByName(name)
+        snap = dom.snapshotLookupByName(snapshot)
+        snap.delete(0)
+    except libvirt.libvirtError as e:
+        if _no_such(e) or e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+            return False
+        raise translate(e, "snapshot delete", f"domain {name} (snapshot {snapshot})") from e
+    return True
+
+
 def crash_domain(conn: libvirt.virConnect, name: str) -> None:
     """Stop domain NAME as a crash or a power cut would: nothing in it gets to act.
 

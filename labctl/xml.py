@@ -16,6 +16,8 @@ from labctl.plan import LabPlan, NetworkPlan, NodePlan
 METADATA_NS = "https://labctl.invalid/xmlns/lab/1"
 METADATA_PREFIX = "labctl"
 LXC_EMULATOR = "/usr/lib/libvirt/libvirt_lxc"
+# The disks of labctl's VMs (qemu_domain_xml): the node's qcow2 volume, and its seed.
+VM_DISK, SEED_DISK = "vda", "vdb"
 
 
 @dataclass(frozen=True)
@@ -223,14 +225,14 @@ def qemu_domain_xml(
             E.disk(
                 E.driver(name="qemu", type="qcow2"),
                 E.source(pool=pool, volume=volume),
-                E.target(dev="vda", bus="virtio"),
+                E.target(dev=VM_DISK, bus="virtio"),
                 type="volume",
                 device="disk",
             ),
             E.disk(
                 E.driver(name="qemu", type="raw"),
                 E.source(file=seed),
-                E.target(dev="vdb", bus="virtio"),
+                E.target(dev=SEED_DISK, bus="virtio"),
                 E.readonly(),
                 type="file",
                 device="disk",
@@ -266,5 +268,23 @@ def volume_xml(name: str, capacity_bytes: int, backing: str) -> str:
             E.target(E.format(type="qcow2")),
             E.backingStore(E.path(backing), E.format(type="qcow2")),
             type="file",
+        )
+    )
+
+
+def domain_snapshot_xml(name: str, description: str, memory: bool = True) -> str:
+    """A libvirt snapshot NAME of a labctl VM: an internal system checkpoint (disk and
+    memory in the qcow2 volume itself, so it goes with the volume at `down`); of a VM
+    that is not running (not MEMORY), its disk only. The seed disk is raw and
+    read-only: nothing to keep, and raw cannot hold one."""
+    return serialize(
+        E.domainsnapshot(
+            E.name(name),
+            E.description(description),
+            E.memory(snapshot="internal" if memory else "no"),
+            E.disks(
+                E.disk(name=VM_DISK, snapshot="internal"),
+                E.disk(name=SEED_DISK, snapshot="no"),
+            ),
         )
     )

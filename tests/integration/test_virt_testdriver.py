@@ -1,5 +1,6 @@
 """virt's API paths against libvirt's built-in test driver (no daemon needed)."""
 
+import re
 from pathlib import Path
 
 import libvirt
@@ -81,3 +82,32 @@ def test_suspend_and_resume_pause_a_running_domain_and_leave_others_alone(conn):
     # A guest the cluster stopped has no domain: nothing to pause or resume.
     assert virt.suspend_domain(conn, "snap-g1") is False
     virt.resume_domain(conn, "snap-g1")
+
+
+def test_a_domains_snapshot_is_taken_listed_reverted_paused_and_deleted(conn):
+    _define(conn, "a-r1", "a")
+    virt.create_snapshot(conn, "a-r1", "<domainsnapshot><name>s1</name></domainsnapshot>")
+    assert virt.snapshot_names(conn, "a-r1") == ["s1"]
+    assert virt.snapshot_names(conn, "no-such") == []
+    virt.revert_snapshot(conn, "a-r1", "s1")
+    assert conn.lookupByName("a-r1").state()[0] == libvirt.VIR_DOMAIN_PAUSED
+    virt.resume_domain(conn, "a-r1")
+    assert virt.delete_snapshot(conn, "a-r1", "s1") is True
+    assert virt.delete_snapshot(conn, "a-r1", "s1") is False  # gone: not an error
+    assert virt.delete_snapshot(conn, "no-such", "s1") is False
+    with pytest.raises(
+        virt.VirtError, match=re.escape("revertToSnapshot of domain a-r1 (snapshot s1)")
+    ):
+        virt.revert_snapshot(conn, "a-r1", "s1")
+
+
+def test_a_stopped_domain_reverted_to_a_snapshot_taken_while_stopped_stays_stopped(conn):
+    _define(conn, "a-r2", "a")
+    conn.lookupByName("a-r2").destroy()
+    assert virt.domain_active(conn, "a-r2") is False
+    virt.create_snapshot(conn, "a-r2", "<domainsnapshot><name>off</name></domainsnapshot>")
+    conn.lookupByName("a-r2").create()
+    virt.revert_snapshot(conn, "a-r2", "off")
+    assert virt.domain_active(conn, "a-r2") is False
+    assert virt.domain_active(conn, "no-such") is False
+    virt.delete_snapshot(conn, "a-r2", "off")

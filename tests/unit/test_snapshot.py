@@ -72,10 +72,26 @@ def test_a_restore_stages_each_copy_beside_the_nodes_upper_dir():
         assert c.dst.parent == n.upper.parent  # a rename, not a copy, swaps it in
 
 
-def test_vm_labs_are_refused_in_one_line():
-    why = snapshot.unsupported(_plan(backend="vm"))
-    assert "not supported yet" in why and "demo-r1" in why and "\n" not in why
+def test_vm_remote_and_cluster_labs_can_be_snapshotted_but_vm_guests_are_refused_in_one_line():
     assert snapshot.unsupported(_plan()) == ""
+    assert snapshot.unsupported(_plan(backend="vm")) == ""
+    assert snapshot.unsupported(_plan(mode="cluster", backend="vm")) == ""
+    assert snapshot.unsupported(_plan(mode="guest")) == ""  # container guests
+    why = snapshot.unsupported(_plan(mode="guest", backend="vm"))
+    assert "VM guest nodes (demo-g1)" in why and "transient" in why and "\n" not in why
+    assert "not supported yet" not in why
+
+
+def test_a_mixed_lab_copies_its_containers_and_checkpoints_its_vms():
+    p = _plan(backend="vm")  # container cluster nodes, a VM remote node
+    snap = snapshot.snapshot_dir(p, "s1")
+    assert [c.node for c in snapshot.take_plan(p, snap)] == ["demo-c1", "demo-c2"]
+    assert [c.node for c in snapshot.restore_plan(p, snap)] == ["demo-c1", "demo-c2"]
+    assert snapshot.vm_snapshots(p, "s1") == {"demo-r1": "s1"}
+    assert "'s1'" in snapshot.vm_snapshot_description(p, "s1")
+    every_vm = _plan(mode="cluster", backend="vm")
+    assert snapshot.take_plan(every_vm, snap) == []
+    assert snapshot.vm_snapshots(every_vm, "up") == {"demo-c1": "up"}  # one node: _plan
 
 
 def _snap(p, **kw):
@@ -87,6 +103,26 @@ def _snap(p, **kw):
         node_images={n.name: n.image for n in p.nodes},
     )
     return dataclasses.replace(base, **kw)
+
+
+def test_the_manifest_says_which_nodes_are_vms_and_their_libvirt_snapshot():
+    p = _plan(backend="vm")
+    s = _snap(p, vms={"demo-r1": "s1"})
+    back = snapshot.parse_manifest(json.dumps(s.to_dict()), "s1")
+    assert back.vms == {"demo-r1": "s1"}
+    old = {k: v for k, v in s.to_dict().items() if k != "vms"}  # a container lab's, before
+    assert snapshot.parse_manifest(json.dumps(old), "s1").vms == {}
+
+
+def test_a_vm_snapshot_libvirt_no_longer_has_is_named_in_one_line():
+    p = _plan(backend="vm")
+    s = _snap(p, vms={"demo-r1": "s1"})
+    assert snapshot.missing_vm_snapshots(s, p, {"demo-r1": ["up", "s1"]}) == ""
+    why = snapshot.missing_vm_snapshots(s, p, {"demo-r1": ["up"]})
+    assert "demo-r1 (s1)" in why and "snapshots rm demo s1" in why and "\n" not in why
+    # A manifest without the VM (taken by hand-copying, or before it was a VM).
+    assert "demo-r1 (none recorded)" in snapshot.missing_vm_snapshots(_snap(p), p, {})
+    assert snapshot.missing_vm_snapshots(_snap(_plan()), _plan(), {}) == ""
 
 
 def test_a_snapshot_of_the_lab_as_it_is_can_be_restored():
@@ -219,12 +255,23 @@ def test_a_snapshot_records_the_nodes_online_and_a_restore_waits_for_those_only(
     assert snapshot.parse_manifest(json.dumps(s.to_dict()), "s1").online == online
 
 
-def test_the_cli_refuses_a_vm_lab_in_one_line(tmp_path):
+def test_the_cli_refuses_a_lab_with_vm_guests_in_one_line_and_lists_a_vm_remote_lab(tmp_path):
     from labctl import state
 
-    p = _plan(tmp_path, backend="vm")
+    p = _plan(tmp_path, mode="guest", backend="vm")
     p.dir.mkdir(parents=True)
     state.write_record(p, "up")
     r = _cli(tmp_path, "snapshots", "list", "demo")
     assert r.exit_code == UsageError.exit_code, r.output
-    assert "not supported yet" in r.output and r.output.count("\n") == 1
+    assert "VM guest nodes" in r.output and r.output.count("\n") == 1
+    p = make_plan(make_spec("vmr", 1, mode="remote", backend="vm"), 4, tmp_path)
+    p.dir.mkdir(parents=True)
+    state.write_record(p, "up")
+    r = _cli(tmp_path, "snapshots", "list", "vmr")
+    assert r.exit_code == 0, r.output
+
+
+def test_a_restored_vms_clock_is_set_to_the_millisecond():
+    from labctl import restore
+
+    assert restore.set_clock_command(1764201600.12345) == "date -u -s @1764201600.123 >/dev/null"

@@ -10,6 +10,7 @@ from labctl.spec import make_spec
 from labctl.xml import (
     LabMetadata,
     Mount,
+    domain_snapshot_xml,
     lxc_domain_xml,
     metadata_element,
     network_xml,
@@ -170,3 +171,22 @@ def test_a_kvm_domain_has_no_tcg_features():
     )
     assert_valid("domain", text)
     assert etree.fromstring(text.encode()).find("features/tcg") is None
+
+
+def test_a_vm_snapshot_is_an_internal_checkpoint_of_the_volume_not_the_seed():
+    text = domain_snapshot_xml("s1", "labctl snapshot 's1' of lab 'demo'")
+    assert_valid("domainsnapshot", text)
+    doc = etree.fromstring(text.encode())
+    assert doc.findtext("name") == "s1"
+    assert doc.find("memory").get("snapshot") == "internal"
+    assert {d.get("name"): d.get("snapshot") for d in doc.findall("disks/disk")} == {
+        "vda": "internal",
+        "vdb": "no",
+    }
+    golden("domainsnapshot-s1.xml", text)
+
+
+def test_a_stopped_vms_snapshot_keeps_its_disk_only():
+    text = domain_snapshot_xml("s1", "d", memory=False)
+    assert_valid("domainsnapshot", text)
+    assert etree.fromstring(text.encode()).find("memory").get("snapshot") == "no"
