@@ -106,11 +106,20 @@ def node_links(p: LabPlan) -> dict[str, list[Link]]:
                 found[dom] = virt.domain_links(conn, dom)
     for n in p.nodes:
         links = []
+        planned = (n.mac, *n.link_macs)
         for i, dl in enumerate(found.get(n.name) or []):
             mac = (dl.mac or "").lower()
             if not netfault.MAC_RE.match(mac):
                 raise HostError(
                     f"domain {n.name}: link {i} has no usable MAC ({dl.mac!r}): not touching it"
+                )
+            # libvirt's word is checked against the lab's own plan: rules made from a MAC
+            # a domain merely claims could cut another lab's node.
+            if i >= len(planned) or mac != planned[i].lower():
+                raise HostError(
+                    f"domain {n.name}: link {i} has MAC {mac}, not the lab's "
+                    f"{planned[i] if i < len(planned) else '(no such link)'}: not touching it; "
+                    f"`labctl down {p.name}` and `up` it again"
                 )
             dev = dl.dev if dl.dev and netfault.IFNAME_RE.match(dl.dev) else None
             bridge = dl.bridge if dl.bridge and netfault.IFNAME_RE.match(dl.bridge) else None
