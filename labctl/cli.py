@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import typer.core
@@ -55,7 +55,9 @@ from labctl.state import DEFAULT_STATE_DIR
 
 # Click's UsageError (an unknown option, a missing argument), found through the one
 # subclass Typer exports: Typer vendors Click under a private name.
-_CLICK_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_CLICK_USAGE_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
 
 
 class _OneLineErrors(typer.core.TyperGroup):
@@ -63,9 +65,9 @@ class _OneLineErrors(typer.core.TyperGroup):
     further in (libvirt, paramiko, OSError such as a full disk, a subprocess timeout),
     and a subcommand's usage error (Click's own is a box of several lines)."""
 
-    def make_context(self, *args: object, **kwargs: object) -> typer.Context:  # type: ignore[override]
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().make_context(*args, **kwargs)  # type: ignore[arg-type]
+            return super().make_context(*args, **kwargs)
         except _CLICK_USAGE_ERROR as e:  # labctl's own options: `labctl --bogus`
             _usage_failure(e)
             raise
