@@ -1,6 +1,7 @@
 """The debian13 image (trixie, Pacemaker 3.0.0): a 3-node lab with real fencing passes CTS
 in the 3.0 dialect, and a mixed lab (debian12 cluster, debian13 remote nodes) comes online.
-Kept cheap: the image is built once if missing and shared, CTS runs 1 iteration."""
+Kept cheap: the image is built once if missing and shared, CTS runs 2 iterations (the
+issue's `labctl cts LAB -- 2`)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_debian13_three_node_lab_with_fencing_passes_cts_and_down_leaves_nothing
     assert [(n["pacemaker"], n["version"]) for n in up["nodes"]] == [("Online", "3.0.0")] * 3
     assert up["properties"]["stonith-enabled"] == "true"
 
-    proc = labctl("cts", lab, "--json", "--", "1", check=False, timeout=3000)
+    proc = labctl("cts", lab, "--json", "--", "2", check=False, timeout=3000)
     xfail_if_fencing_left_a_node_off(lab, proc)
     assert proc.returncode in (0, 1), proc.stderr
     result = json.loads(proc.stdout)
@@ -56,7 +57,7 @@ def test_debian13_three_node_lab_with_fencing_passes_cts_and_down_leaves_nothing
     summary = result["summary"]
     assert summary["found"] and summary["completed"], proc.stderr[-3000:]
     assert summary["ok"], json.dumps(summary, indent=1) + proc.stderr[-3000:]
-    assert summary["requested"] == 1 and summary["success"] == 1 and summary["failure"] == 0
+    assert summary["requested"] == 2 and summary["success"] == 2 and summary["failure"] == 0
     assert proc.returncode == 0
 
     labctl("down", lab)
