@@ -166,17 +166,31 @@ def host_state() -> HostState:
     # LABCTL_TEST_FOREIGN: a regular expression matching what other people's labs on
     # a shared host make (their lab names are in every name, path and command line
     # of it), left out so their labs coming and going do not fail these tests.
+    # LABCTL_TEST_OWN_ONLY=1 instead keeps only what names one of this test run's own
+    # labs (Labs.name: prefix, this process, a counter), whatever else the host runs.
+    if os.environ.get("LABCTL_TEST_OWN_ONLY") == "1":
+        own = re.compile(rf"(^|[^a-z0-9]){re.escape(_lab_prefix())}{os.getpid() % 10000}x[0-9]+")
+        return _keep(state, lambda i: own.search(i) is not None)
     foreign = os.environ.get("LABCTL_TEST_FOREIGN")
     if not foreign:
         return state
     pattern = re.compile(foreign)
+    return _keep(state, lambda i: pattern.search(i) is None)
+
+
+def _keep(state: HostState, keep: Callable[[str], bool]) -> HostState:
     return dataclasses.replace(
         state,
         **{
-            f.name: frozenset(i for i in getattr(state, f.name) if not pattern.search(i))
+            f.name: frozenset(i for i in getattr(state, f.name) if keep(i))
             for f in dataclasses.fields(state)
         },
     )
+
+
+def _lab_prefix() -> str:
+    # LABCTL_TEST_LAB_PREFIX: on a shared host, keep test labs apart by name
+    return os.environ.get("LABCTL_TEST_LAB_PREFIX", "t")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -202,9 +216,7 @@ class Labs:
         self.names: list[str] = []
 
     def name(self) -> str:
-        # LABCTL_TEST_LAB_PREFIX: on a shared host, keep test labs apart by name
-        prefix = os.environ.get("LABCTL_TEST_LAB_PREFIX", "t")
-        n = f"{prefix}{os.getpid() % 10000}x{next(_counter)}"
+        n = f"{_lab_prefix()}{os.getpid() % 10000}x{next(_counter)}"
         self.names.append(n)
         return n
 
