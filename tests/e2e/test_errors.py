@@ -88,10 +88,10 @@ def test_kept_failed_lab_with_a_full_disk_still_reports_the_original(
     def define_and_start(_conn: object, _xml: str) -> None:
         raise original
 
-    def write_record(p: object, status: str, **kw: object) -> None:
+    def write_record(p: object, status: str, **kw: object) -> state.LabRecord:
         if status == "failed":
             raise OSError(errno.ENOSPC, "No space left on device", "lab.json")
-        real_write(p, status, **kw)  # type: ignore[arg-type]
+        return real_write(p, status, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(virt, "define_and_start", define_and_start)
     monkeypatch.setattr(state, "write_record", write_record)
