@@ -169,7 +169,10 @@ def host_state() -> HostState:
     # LABCTL_TEST_OWN_ONLY=1 instead keeps only what names one of this test run's own
     # labs (Labs.name: prefix, this process, a counter), whatever else the host runs.
     if os.environ.get("LABCTL_TEST_OWN_ONLY") == "1":
-        own = re.compile(rf"(^|[^a-z0-9]){re.escape(_lab_prefix())}{os.getpid() % 10000}x[0-9]+")
+        # (systemd writes a unit name's "-" as "\x2d": cgroups of containers.)
+        own = re.compile(
+            rf"(^|[^a-z0-9]|\\x2d){re.escape(_lab_prefix())}{os.getpid() % 10000}x[0-9]+"
+        )
         return _keep(state, lambda i: own.search(i) is not None)
     foreign = os.environ.get("LABCTL_TEST_FOREIGN")
     if not foreign:
