@@ -79,7 +79,7 @@ class Lab:
     @property
     def nodes(self) -> list[Node]:
         """Every node, cluster nodes first, as the lab record has them."""
-        return [Node(n.name, n.role, str(n.ip)) for n in self._plan().nodes]
+        return [Node(n.name, n.role, str(n.ip)) for n in self._plan().all_nodes]
 
     def _targets(self, p: LabPlan, node: Node | str) -> NodePlan:
         return p.node(node.name if isinstance(node, Node) else node)
@@ -169,7 +169,7 @@ def up(
     OPTIONS are `up`'s other options by their labctl.spec.make_spec names:
     cluster_nodes, backend, network, image, cluster_image, remote_image, memory_mib,
     vcpus, remote_port, fencing (default True, as in the CLI), image_checksum,
-    pacemaker (a source tree), resources, packages, bare, links."""
+    pacemaker (a source tree), resources, packages, bare, links, qdevice."""
     options.setdefault("fencing", True)
     try:
         s = spec.make_spec(name, nodes, mode=mode, **options)  # type: ignore[arg-type]

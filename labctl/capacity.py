@@ -14,7 +14,7 @@ from labctl.render import templates_dir
 
 # Idle memory of a node (PSS of its processes, scripts/bench), rounded up: a
 # container node runs no kernel of its own, so this is what it costs the host.
-CONTAINER_MIB = {"cluster": 170, "remote": 24, "guest": 24}
+CONTAINER_MIB = {"cluster": 170, "remote": 24, "guest": 24, "qnetd": 24}
 VM_OVERHEAD_MIB = 64  # QEMU itself, over the guest's memory
 HOST_RESERVE_MIB = 1024  # left to the host and labctl's own work
 
@@ -59,7 +59,7 @@ def node_mib(plan: LabPlan) -> dict[str, int]:
         n.name: plan.spec.memory_mib + VM_OVERHEAD_MIB
         if n.backend == "vm"
         else CONTAINER_MIB[n.role]
-        for n in plan.nodes
+        for n in plan.all_nodes
     }
 
 
@@ -71,11 +71,19 @@ def memory_shortfall(plan: LabPlan, available_mib: int) -> str | None:
     if need <= usable:
         return None
     spec = plan.spec
-    fixed = sum(c for n, c in zip(plan.nodes, cost.values(), strict=True) if n.role == "cluster")
+    fixed = sum(
+        c
+        for n, c in zip(plan.all_nodes, cost.values(), strict=True)
+        if n.role != "remote" and n.role != "guest"
+    )
     if spec.mode == "cluster":
         fits, what = max(0, usable // max(cost.values())), "cluster nodes"
     else:
-        each = max(c for n, c in zip(plan.nodes, cost.values(), strict=True) if n.role != "cluster")
+        each = max(
+            c
+            for n, c in zip(plan.all_nodes, cost.values(), strict=True)
+            if n.role in ("remote", "guest")
+        )
         fits, what = max(0, (usable - fixed) // each), f"{spec.mode} nodes"
     return (
         f"lab {spec.name} needs about {need / 1024:.1f} GiB of memory and the host has "
@@ -164,7 +172,7 @@ def check(plan: LabPlan) -> None:
     problem = memory_shortfall(plan, available_mib())
     if problem:
         raise HostError(problem)
-    containers = sum(1 for n in plan.nodes if n.backend == "lxc")
+    containers = sum(1 for n in plan.all_nodes if n.backend == "lxc")
     limits = {k: v for k in PER_CONTAINER if (v := read_sysctl(k)) is not None}
     short = limit_shortfalls(containers, limits, host_in_use()) if containers else []
     if short:

@@ -222,6 +222,12 @@ def _status_table(s: lab.LabStatus) -> Table:
     if s.resources:
         where = ", ".join(f"{r} on {n or 'STOPPED'}" for r, n in s.resources.items())
         captions.append(f"test resources: {where}")
+    if s.qdevice is not None:
+        votes = ", ".join(f"{k} {v or 'not connected'}" for k, v in s.qdevice.votes.items())
+        captions.append(
+            f"quorum device {s.qdevice.node} ({s.qdevice.algorithm}): "
+            + (s.qdevice.error or votes or "no cluster node connected")
+        )
     if captions:
         t.caption = "\n".join(captions)
     # The image column only where nodes differ in it (a mixed lab): a narrow table.
@@ -230,7 +236,8 @@ def _status_table(s: lab.LabStatus) -> Table:
     for col in [*columns, "feature set", *(["image"] if per_image else [])]:
         t.add_column(col)
     for n in s.nodes:
-        style = "" if n.pacemaker.endswith("Online") or n.pacemaker == "unknown" else "red"
+        fine = n.pacemaker.endswith("Online") or n.pacemaker == "unknown" or n.role == "qnetd"
+        style = "" if fine else "red"
         version = f"{n.version} ({n.build}, {n.source})" if n.version else ""
         address = "\n".join([n.ip, *n.link_ips])  # link 0's first
         cells = [n.name, n.role, address, n.domain, n.pacemaker, n.runs_on, version, n.feature_set]
@@ -383,6 +390,14 @@ def up(
             "second lab network (containers).",
         ),
     ] = 1,
+    qdevice: Annotated[
+        bool,
+        typer.Option(
+            "--qdevice",
+            help="A quorum device: a node running corosync-qnetd (LAB-q1, no cluster "
+            "member), and corosync-qdevice on the cluster nodes.",
+        ),
+    ] = False,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     as_json: AsJson = False,
 ) -> None:
@@ -408,6 +423,7 @@ def up(
             packages=packages or [],
             bare=bare,
             links=links,
+            qdevice=qdevice,
         )
         s = lab.up(spec, state_dir, _reporter(), keep_on_failure=keep_on_failure, mirror=mirror)
     except LabctlError as e:

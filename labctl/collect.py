@@ -23,7 +23,7 @@ from pathlib import Path
 
 from labctl import lab, ssh, state, virt
 from labctl.errors import LabctlError, UsageError
-from labctl.plan import LabPlan, NodePlan
+from labctl.plan import QDEVICE_PACKAGE, LabPlan, NodePlan
 
 REPORT_TIMEOUT = 300.0
 MAX_CORE_BYTES = 256 * 1024 * 1024
@@ -71,15 +71,19 @@ def node_commands(node: NodePlan, since: str) -> list[tuple[str, str]]:
     q = shlex.quote(since)
     out = [
         ("journal.txt", f"journalctl --no-pager -o short-iso-precise --since {q}"),
-        ("crm_mon.txt", "crm_mon --one-shot --inactive --show-detail 2>&1"),
         ("cores.txt", f"ls -la {' '.join(CORE_DIRS)} 2>&1"),
     ]
+    if node.role == "qnetd":
+        return [*out, ("corosync-qnetd-tool.txt", "corosync-qnetd-tool -l -v 2>&1")]
+    out.append(("crm_mon.txt", "crm_mon --one-shot --inactive --show-detail 2>&1"))
     if node.role == "cluster":
         out += [
             ("cib.xml", "cibadmin --query 2>&1"),
             ("corosync-cfgtool.txt", "corosync-cfgtool -s 2>&1"),
             ("corosync-quorumtool.txt", "corosync-quorumtool -s 2>&1"),
         ]
+    if node.role == "cluster" and QDEVICE_PACKAGE in node.packages:
+        out.append(("corosync-qdevice-tool.txt", "corosync-qdevice-tool -s -v 2>&1"))
     return out
 
 
@@ -96,7 +100,7 @@ def since_of(created: str, given: str | None) -> str:
 def lab_secrets(p: LabPlan) -> list[bytes]:
     """The bytes no archive may hold: whatever of them is on the host."""
     paths = [p.authkey, p.dir / "corosync-authkey", p.dir / "fence_xvm.key", p.private_key]
-    paths += [n.upper / "etc/ssh" / f"ssh_host_{t}_key" for n in p.nodes for t in ("ed25519",)]
+    paths += [n.upper / "etc/ssh" / f"ssh_host_{t}_key" for n in p.all_nodes for t in ("ed25519",)]
     out = []
     for path in paths:
         try:
@@ -179,9 +183,9 @@ def collect(name: str, state_dir: Path, out: Path | None = None, since: str | No
     arc = Archive()
     arc.add("labctl/lab.json", p.record.read_bytes(), secrets)
     # libvirtd's own account of each domain (its starts, and why a start failed).
-    for log in virt.domain_log_paths(name, [n.name for n in p.nodes]):
+    for log in virt.domain_log_paths(name, [n.name for n in p.all_nodes]):
         arc.add(f"{log.stem}/libvirt-{log.parent.name}.log", log.read_bytes()[-LOG_TAIL:], secrets)
-    lab.parallel(lambda n: _from_node(p, n, since_arg, secrets, arc), list(p.nodes))
+    lab.parallel(lambda n: _from_node(p, n, since_arg, secrets, arc), list(p.all_nodes))
     manifest = "\n".join(
         [
             f"labctl collect of lab {name} at {stamp}, since {since_arg}",

@@ -41,7 +41,7 @@ def node_names(state_dir: Path, lab: str | None, incomplete: str) -> list[str]:
         return []
     try:
         rec = state.read_record(state_dir, lab)
-        nodes = rec.plan(state_dir).nodes if rec is not None else []
+        nodes = rec.plan(state_dir).all_nodes if rec is not None else []
     except (LabctlError, OSError, ValueError, KeyError, TypeError):
         return []
     return [n.name for n in nodes if n.name.startswith(incomplete)]

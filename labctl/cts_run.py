@@ -98,7 +98,7 @@ def test_ip_base(p: LabPlan) -> str:
     """CTS's test-IP base: the addresses CTS takes after it are in the lab subnet and free."""
     base = p.network.cts_ip_base
     wanted = cts.test_ip_addresses(str(base), len(p.cluster_nodes))
-    taken = {str(n.ip) for n in p.nodes} | {str(p.network.gateway)}
+    taken = {str(n.ip) for n in p.all_nodes} | {str(p.network.gateway)}
     hosts = {str(a) for a in p.network.subnet.hosts()}
     bad = [ip for ip in wanted if ip in taken or ip not in hosts]
     if bad:

@@ -141,7 +141,7 @@ def _swap(p: LabPlan, image: images.Image, b: pcmkbuild.Build) -> None:
             for target in mounts.mounts_under(node.dir):
                 mounts.unmount(target)
             mounts.mount_overlay(
-                lab.lowers(image, b, node.layer, p.spec.packages), node.upper, node.work, node.root
+                lab.lowers(image, b, node.layer, node.packages), node.upper, node.work, node.root
             )
             # A lab made by a labctl without the init wrapper gets it now.
             lab.write_files(node.root, [provision.lxc_init_file()])

@@ -35,17 +35,17 @@ def select(p: LabPlan, roles: list[str], nodes: list[str]) -> list[NodePlan]:
     if roles and nodes:
         raise UsageError("choose nodes by --role or by --node, not both")
     if roles:
-        have = list(dict.fromkeys(n.role for n in p.nodes))
+        have = list(dict.fromkeys(n.role for n in p.all_nodes))
         for r in roles:
             if r not in have:
                 raise UsageError(
                     f"lab {p.name!r} has no {r!r} nodes: its roles are {', '.join(have)}"
                 )
-        return [n for n in p.nodes if n.role in roles]
+        return [n for n in p.all_nodes if n.role in roles]
     if nodes:
         chosen = {p.node(name).name for name in nodes}  # p.node: one line listing the nodes
-        return [n for n in p.nodes if n.name in chosen]
-    return list(p.nodes)
+        return [n for n in p.all_nodes if n.name in chosen]
+    return list(p.all_nodes)
 
 
 def command_line(argv: list[str]) -> str:

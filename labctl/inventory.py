@@ -50,9 +50,9 @@ class Inventory:
 def inventory(p: LabPlan) -> Inventory:
     """The lab's hosts by role, and the variables that let Ansible reach them."""
     groups = tuple(
-        Group(role, tuple(Host(n.name, str(n.ip)) for n in p.nodes if n.role == role))
-        for role in ROLES
-        if any(n.role == role for n in p.nodes)
+        Group(role, tuple(Host(n.name, str(n.ip)) for n in p.all_nodes if n.role == role))
+        for role in (*ROLES, "qnetd")
+        if any(n.role == role for n in p.all_nodes)
     )
     opts = dict(client_options(p))
     variables = (

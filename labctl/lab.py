@@ -30,6 +30,7 @@ from labctl import (
     pcmkbuild,
     plan,
     proc,
+    qdevice,
     safety,
     secrets,
     snapshot,
@@ -202,6 +203,7 @@ class LabStatus:
     bare: bool = False  # made with --bare: no cluster set up by labctl
     # The lab's test resources (`up --resources N`): id -> where each runs ("" stopped).
     resources: dict[str, str] = field(default_factory=dict)
+    qdevice: qdevice.QdeviceStatus | None = None  # `up --qdevice`: qnetd's view
 
 
 def resource_places(view: pcmk.ClusterView | None, count: int) -> dict[str, str]:
@@ -261,6 +263,17 @@ def status(name: str, state_dir: Path) -> LabStatus:
                 link_ips=tuple(map(str, n.link_ips)),
             )
         )
+    if p.qnetd is not None:
+        q = p.qnetd
+        nodes.append(NodeStatus(q.name, q.role, str(q.ip), _domain_state(doms, q), pacemaker=""))
+    qd = (
+        qdevice.status(p, connect)
+        if p.qnetd and _domain_state(doms, p.qnetd) == "running"
+        else None
+    )
+    if qd is not None and (qd.error or not all(qd.votes.values())):
+        missing = [k for k, v in qd.votes.items() if not v]
+        notes.append(f"quorum device: {qd.error or 'no connection from ' + ', '.join(missing)}")
     if pending := pending_upgrade_note(p, name):
         notes.append(pending)
     mixed = is_mixed(nodes, view.mixed_version if view else False)
@@ -296,7 +309,12 @@ def status(name: str, state_dir: Path) -> LabStatus:
         packages=list(p.spec.packages),
         bare=p.spec.bare,
         resources=resource_places(view, rec.spec.resources),
+        qdevice=qd,
     )
+
+
+def _domain_state(doms: Mapping[str, virt.DomainInfo], node: NodePlan) -> str:
+    return doms[node.name].state if node.name in doms else "absent"
 
 
 def pending_upgrade_note(p: LabPlan, name: str) -> str:
@@ -582,12 +600,11 @@ def _up(
                         state_dir, name, mirror=mirror, progress=reporter.emit
                     )
             built[name] = image
-        if spec.packages:
-            # Each image and role layer the lab's nodes use gets the packages once (cached).
-            layers = {(n.image, n.layer) for n in probe.nodes}
-            with reporter.phase(f"packages {', '.join(spec.packages)}"):
-                for name, layer in sorted(layers):
-                    images.build_packages_layer(built[name], layer, spec.packages, reporter.emit)
+        # Each image, role layer and package list the lab's nodes use is built once (cached).
+        for name, layer, pkgs in sorted({(n.image, n.layer, n.packages) for n in probe.all_nodes}):
+            if pkgs:
+                with reporter.phase(f"packages {', '.join(pkgs)}"):
+                    images.build_packages_layer(built[name], layer, pkgs, reporter.emit)
         build = None
         if spec.pacemaker:
             with reporter.phase("build Pacemaker"):
@@ -630,7 +647,7 @@ def _up(
             try:
                 created = state.write_record(p, "creating", build=label).created
                 with reporter.phase("network"):
-                    virt.create_network(conn, network_xml(p.network, p.nodes))
+                    virt.create_network(conn, network_xml(p.network, p.all_nodes))
                     for link in p.links:
                         virt.create_network(conn, link_network_xml(link))
             except BaseException as e:
@@ -711,7 +728,7 @@ def _create(
     secrets.write_secret(
         stack.corosync_key_path(p), secrets.random_bytes(pcmk.COROSYNC_AUTHKEY_BYTES)
     )
-    host_keys = {n.name: secrets.new_ed25519(f"root@{n.name}") for n in p.nodes}
+    host_keys = {n.name: secrets.new_ed25519(f"root@{n.name}") for n in p.all_nodes}
     known = known_hosts_lines(p, {k: v[1] for k, v in host_keys.items()})
     p.known_hosts.write_text(known)
     legacy = host.cgroup_layout() == "hybrid"
@@ -758,7 +775,7 @@ def _create(
             make_vm_disks(conns["vm"], p, node, backing, capacity, write_seed)
             return
         mounts.mount_overlay(
-            lowers(built[node.image], build, node.layer, p.spec.packages),
+            lowers(built[node.image], build, node.layer, node.packages),
             node.upper,
             node.work,
             node.root,
@@ -771,7 +788,7 @@ def _create(
         if p.vm_nodes:
             p.disks_dir.mkdir(mode=0o711)
             virt.create_pool(conns["vm"], pool_xml(p.pool, str(p.disks_dir)))  # type: ignore[arg-type]
-        parallel(reporter.counted("roots", make_root, len(p.nodes)), p.nodes)
+        parallel(reporter.counted("roots", make_root, len(p.all_nodes)), p.all_nodes)
 
     def start(node: NodePlan) -> None:
         conn = conns[node.backend]
@@ -802,7 +819,7 @@ def _create(
         # Before any domain starts: cluster nodes mount it, guests are started from it.
         p.xml_dir.mkdir(mode=0o700)
     with reporter.phase("domains started"):
-        parallel(reporter.counted("domains started", start, len(p.nodes)), p.nodes)
+        parallel(reporter.counted("domains started", start, len(p.all_nodes)), p.all_nodes)
 
     def reach(node: NodePlan) -> None:
         timeout = VM_SSH_TIMEOUT if node.backend == "vm" else SSH_TIMEOUT
@@ -816,7 +833,7 @@ def _create(
                     reporter.emit(f"{node.name}: cloud-init reported: {r.stdout.strip()[-300:]}")
 
     with reporter.phase("ssh ready"):
-        parallel(reporter.counted("ssh ready", reach, len(p.nodes)), p.nodes)
+        parallel(reporter.counted("ssh ready", reach, len(p.all_nodes)), p.all_nodes)
 
     if p.spec.bare:
         start_bare(p, reporter)
@@ -1004,6 +1021,9 @@ def start_pacemaker(p: LabPlan, reporter: Reporter, conns: Conns) -> pcmk.Cluste
             others_ready.result()
 
     parallel(partial(mark_formed, p), cluster)
+    if p.qnetd is not None:
+        with reporter.phase("quorum device"):
+            qdevice.setup(p, connect)
 
     with reporter.phase("all online"), connect(p, cluster[0]) as c:
         register_others(p, c)
@@ -1136,6 +1156,11 @@ def _fence(name: str, node: str, state_dir: Path, reporter: Reporter | None) -> 
         raise UsageError(
             f"{node} is a guest node: the cluster recovers it through its VirtualDomain "
             "resource, not a fence device; fence a cluster or remote node"
+        )
+    if target.role == "qnetd":
+        raise UsageError(
+            f"{node} runs the quorum device and is no cluster member: nothing fences it; "
+            "cut it off with `labctl net` instead"
         )
     executors = [n for n in p.cluster_nodes if n.name != node]
     if not executors:
@@ -1328,7 +1353,7 @@ def _node_names(name: str, state_dir: Path, doms: list[virt.DomainInfo]) -> set[
     names = {d.name for d in doms}
     p = _recorded_plan(name, state_dir)
     if p is not None:
-        names |= {n.name for n in p.nodes}
+        names |= {n.name for n in p.all_nodes}
     return names
 
 

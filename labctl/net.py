@@ -71,7 +71,9 @@ def net(name: str, action: str, args: list[str], link: int | None, state_dir: Pa
         links = node_links(p)
         links_of = {n: [lk.index for lk in ls] for n, ls in links.items()}
         old = read_state(p)
-        new = netfault.apply(old, action, args, name, links_of, link)
+        # The qnetd node may stay out of a partition: then it reaches every group.
+        optional = [p.qnetd.name] if p.qnetd else []
+        new = netfault.apply(old, action, args, name, links_of, link, optional)
         if new.delays:
             _require_bridge_netfilter()
         try:
@@ -97,14 +99,14 @@ def node_links(p: LabPlan) -> dict[str, list[Link]]:
     bridge names too); a node without a domain (a stopped guest) has its planned link 0."""
     out: dict[str, list[Link]] = {}
     by_uri: dict[str, list[str]] = {}
-    for n in p.nodes:
+    for n in p.all_nodes:
         by_uri.setdefault(virt.default_uri(n.backend), []).append(n.name)
     found: dict[str, list[virt.DomainLink] | None] = {}
     for uri, names in by_uri.items():
         with virt.connection(uri) as conn:
             for dom in names:
                 found[dom] = virt.domain_links(conn, dom)
-    for n in p.nodes:
+    for n in p.all_nodes:
         links = []
         planned = (n.mac, *n.link_macs)
         for i, dl in enumerate(found.get(n.name) or []):
@@ -134,7 +136,7 @@ def read_state(p: LabPlan) -> NetState:
     except (FileNotFoundError, json.JSONDecodeError):
         return NetState()
     try:
-        return NetState.from_dict(data, [n.name for n in p.nodes])
+        return NetState.from_dict(data, [n.name for n in p.all_nodes])
     except (KeyError, TypeError, ValueError, AttributeError):
         return NetState()
 

@@ -14,7 +14,7 @@ labctl's own SSH and the lab's fence_virtd on the host still reach every node;
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -127,9 +127,10 @@ def _no_nodes(word: str) -> list[str]:
 
 
 def parse_groups(
-    args: Sequence[str], lab: str, nodes: Sequence[str]
+    args: Sequence[str], lab: str, nodes: Sequence[str], optional: Collection[str] = ()
 ) -> tuple[tuple[str, ...], ...]:
-    """`A,B C,D ...`: at least two groups; every node of the lab in exactly one."""
+    """`A,B C,D ...`: at least two groups; every node of the lab in exactly one,
+    but those OPTIONAL, which may be in none."""
     if len(args) < 2:
         raise UsageError(
             "partition needs two groups or more, each a comma-separated list of nodes: "
@@ -150,7 +151,7 @@ def parse_groups(
         if not group:
             raise UsageError(f"empty group {arg!r}: each group names one node or more")
         groups.append(tuple(group))
-    missing = [n for n in nodes if n not in seen]
+    missing = [n for n in nodes if n not in seen and n not in optional]
     if missing:
         raise UsageError(
             f"{', '.join(missing)} in no group: name every node of lab {lab} in one group"
@@ -193,9 +194,11 @@ def apply(
     lab: str,
     links_of: Mapping[str, Sequence[int]],
     link: int | None = None,
+    optional: Collection[str] = (),
 ) -> NetState:
     """STATE after `labctl net LAB ACTION ARGS`; UsageError (nothing changed) on bad
-    input. LINKS_OF: each node of the lab (in order) -> its link numbers."""
+    input. LINKS_OF: each node of the lab (in order) -> its link numbers. OPTIONAL:
+    nodes a partition may leave out of every group (they then reach all groups)."""
     nodes = list(links_of)
     if action not in ACTIONS:
         raise UsageError(f"unknown net action {action!r}: one of {', '.join(ACTIONS)}")
@@ -212,7 +215,7 @@ def apply(
         arity(0, 0, "")
         return state
     if action == "partition":
-        return replace(state, groups=parse_groups(args, lab, nodes))
+        return replace(state, groups=parse_groups(args, lab, nodes, optional))
     if action == "heal":
         arity(0, 0, "")
         return replace(state, groups=())

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 from lxml.builder import E
 
+from labctl import qdevice
 from labctl.plan import LabPlan, NodePlan
 from labctl.render import render
 
@@ -102,8 +103,12 @@ def corosync_conf(plan: LabPlan, realtime: bool = True) -> str:
         for i, n in enumerate(cluster, start=1)
     )
     # two_node keeps a 2-node cluster quorate when one node is gone (and implies
-    # wait_for_all), as corosync's own documentation recommends for two nodes.
-    quorum = "    two_node: 1" if len(cluster) == 2 else ""
+    # wait_for_all), as corosync's own documentation recommends for two nodes;
+    # votequorum refuses it with a quorum device, whose vote breaks the tie instead.
+    if plan.qnetd is not None:
+        quorum = qdevice.device_conf(plan)
+    else:
+        quorum = "    two_node: 1" if len(cluster) == 2 else ""
     system = "" if realtime else COROSYNC_NOT_REALTIME
     return render("corosync.conf", lab=plan.name, nodes=nodes, quorum_options=quorum, system=system)
 

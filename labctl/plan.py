@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labctl.errors import UsageError
-from labctl.spec import DEFAULT_IMAGE, LabSpec, Role
+from labctl.spec import DEFAULT_IMAGE, LabSpec, NodeRole, Role
 
 # Labs take /24s out of this block, one each, skipping any in use on the host.
 SUPERNET = ipaddress.IPv4Network("10.213.0.0/16")
@@ -21,6 +21,7 @@ LINK_SUPERNETS = (SUPERNET, ipaddress.IPv4Network("10.214.0.0/16"))
 LINK_NETWORK_PREFIX = "lclink"
 LINK_BRIDGE_PREFIX = "lclk"
 CLUSTER_HOST_BASE = 10  # cluster node i gets .10+i
+QNETD_HOST = 9  # the quorum device's node (`up --qdevice`), just below the cluster nodes
 OTHER_HOST_BASE = 30  # remote/guest node i gets .30+i (.50+i past 19 cluster nodes)
 CTS_IP_RESERVE = 55  # the subnet's last addresses, for CTS's IPaddr resources (.200 up in a /24)
 LAB_PREFIXES = (24, 23, 22)  # a lab takes the smallest of these its nodes fit in
@@ -46,8 +47,17 @@ def lab_prefix(spec: LabSpec) -> int:
     raise UsageError(f"{spec.nodes} {spec.mode} nodes do not fit in one lab's subnet")
 
 
-ROLE_LETTER: dict[str, str] = {"cluster": "c", "remote": "r", "guest": "g"}
-ROLE_LAYER: dict[str, str] = {"cluster": "cluster", "remote": "remote", "guest": "remote"}
+ROLE_LETTER: dict[str, str] = {"cluster": "c", "remote": "r", "guest": "g", "qnetd": "q"}
+# The qnetd node is made from the cluster layer: corosync's tools, and no daemon of
+# Pacemaker's started at boot (the remote layer would start pacemaker_remote).
+ROLE_LAYER: dict[str, str] = {
+    "cluster": "cluster",
+    "remote": "remote",
+    "guest": "remote",
+    "qnetd": "cluster",
+}
+QNETD_PACKAGE = "corosync-qnetd"
+QDEVICE_PACKAGE = "corosync-qdevice"
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,7 @@ class NetworkPlan:
 @dataclass(frozen=True)
 class NodePlan:
     name: str
-    role: Role
+    role: NodeRole
     index: int  # 1-based within its role
     ip: ipaddress.IPv4Address
     mac: str
@@ -82,6 +92,8 @@ class NodePlan:
     # of a lab with --links 2 only.
     link_ips: tuple[ipaddress.IPv4Address, ...] = ()
     link_macs: tuple[str, ...] = ()
+    # Debian packages in a layer over its image's role layer (--packages, the qdevice's)
+    packages: tuple[str, ...] = ()
 
     @property
     def volume(self) -> str:
@@ -111,6 +123,10 @@ class LabPlan:
     nodes: tuple[NodePlan, ...]
     dir: Path
     links: tuple[NetworkPlan, ...] = ()  # the networks of corosync links 1, ...
+    # The corosync-qnetd node (`up --qdevice`). Not in NODES, which are Pacemaker's
+    # nodes: it is no cluster member, and only what every node gets (a domain, a
+    # root, an address, SSH) is its. ALL_NODES has it too.
+    qnetd: NodePlan | None = None
 
     @property
     def name(self) -> str:
@@ -119,6 +135,11 @@ class LabPlan:
     @property
     def cluster_nodes(self) -> tuple[NodePlan, ...]:
         return tuple(n for n in self.nodes if n.role == "cluster")
+
+    @property
+    def all_nodes(self) -> tuple[NodePlan, ...]:
+        """Every domain of the lab: Pacemaker's nodes and the qnetd node, if any."""
+        return self.nodes if self.qnetd is None else (*self.nodes, self.qnetd)
 
     @property
     def ssh_dir(self) -> Path:
@@ -167,12 +188,12 @@ class LabPlan:
         return self.dir / "lab.json"
 
     def node(self, name: str) -> NodePlan:
-        for n in self.nodes:
+        for n in self.all_nodes:
             if n.name == name:
                 return n
         raise UsageError(
             f"lab {self.name!r} has no node {name!r}: its nodes are "
-            + ", ".join(n.name for n in self.nodes)
+            + ", ".join(n.name for n in self.all_nodes)
         )
 
 
@@ -284,6 +305,34 @@ def make_plan(
                         for k, _net in enumerate(links, start=1)
                         if role == "cluster"
                     ),
+                    packages=node_packages(spec, role),
                 )
             )
-    return LabPlan(spec=spec, network=network, nodes=tuple(nodes), dir=lab_dir, links=links)
+    qnetd = None
+    if spec.qdevice:
+        name = f"{spec.name}-{ROLE_LETTER['qnetd']}1"
+        qnetd = NodePlan(
+            name=name,
+            role="qnetd",
+            index=1,
+            ip=subnet.network_address + QNETD_HOST,
+            mac=node_mac(subnet_index, QNETD_HOST),
+            layer=ROLE_LAYER["qnetd"],
+            dir=lab_dir / "nodes" / name,
+            image=node_images.get(name, spec.image),
+            packages=node_packages(spec, "qnetd"),
+        )
+    return LabPlan(
+        spec=spec, network=network, nodes=tuple(nodes), dir=lab_dir, links=links, qnetd=qnetd
+    )
+
+
+def node_packages(spec: LabSpec, role: NodeRole) -> tuple[str, ...]:
+    """The packages layered over a node's image: the lab's --packages, and with a
+    quorum device corosync-qnetd on its node and corosync-qdevice on cluster nodes."""
+    extra: tuple[str, ...] = ()
+    if spec.qdevice and role == "qnetd":
+        extra = (QNETD_PACKAGE,)
+    elif spec.qdevice and role == "cluster":
+        extra = (QDEVICE_PACKAGE,)
+    return tuple(sorted({*spec.packages, *extra}))

@@ -85,7 +85,7 @@ def hosts_file(plan: LabPlan, host_name: str) -> str:
     CTS makes nodes reach the machine that runs it by name.
     """
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback", ""]
-    lines += [f"{n.ip}\t{n.name}" for n in plan.nodes]
+    lines += [f"{n.ip}\t{n.name}" for n in plan.all_nodes]
     lines.append(f"{plan.network.gateway}\t{host_name}")
     return "\n".join(lines) + "\n"
 
@@ -93,7 +93,7 @@ def hosts_file(plan: LabPlan, host_name: str) -> str:
 def known_hosts_lines(plan: LabPlan, host_keys: dict[str, str]) -> str:
     """OpenSSH known_hosts: each node by name and by address, with its pinned key."""
     out = []
-    for n in plan.nodes:
+    for n in plan.all_nodes:
         keytype, key = host_keys[n.name].split()[:2]
         names = ",".join([n.name, str(n.ip), *map(str, n.link_ips)])
         out.append(f"{names} {keytype} {key}")

@@ -190,7 +190,7 @@ def _lowers(p: LabPlan, state_dir: Path, build_label: str | None) -> dict[str, l
         image = images.find_image(state_dir, n.image)
         if image is None:
             raise NotFoundError(f"image {n.image!r} of node {n.name} is gone: rebuild it first")
-        out[n.name] = lab.lowers(image, build, n.layer, p.spec.packages)
+        out[n.name] = lab.lowers(image, build, n.layer, n.packages)
     return out
 
 

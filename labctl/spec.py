@@ -15,6 +15,8 @@ Mode = Literal["cluster", "remote", "guest"]
 Backend = Literal["lxc", "vm"]
 NetworkKind = Literal["isolated", "nat"]
 Role = Literal["cluster", "remote", "guest"]
+# A lab's domains: Pacemaker's nodes, and the quorum device's node (`up --qdevice`).
+NodeRole = Literal["cluster", "remote", "guest", "qnetd"]
 
 MODES: tuple[str, ...] = get_args(Mode)
 BACKENDS: tuple[str, ...] = get_args(Backend)
@@ -61,6 +63,7 @@ class LabSpec:
     packages: tuple[str, ...] = ()
     bare: bool = False  # nodes with packages, keys and names, but no cluster configured
     links: int = 1  # corosync knet links: 2 gives cluster nodes a NIC on a second network
+    qdevice: bool = False  # a corosync-qnetd node (LAB-q1) and corosync-qdevice on the cluster
 
     @property
     def total_nodes(self) -> int:
@@ -121,6 +124,7 @@ def make_spec(
     packages: Sequence[str] = (),
     bare: bool = False,
     links: int = 1,
+    qdevice: bool = False,
 ) -> LabSpec:
     """Validate raw user input into a LabSpec; every problem is a one-line UsageError.
     IMAGE sets every node's image; CLUSTER_IMAGE and REMOTE_IMAGE set one role's."""
@@ -210,6 +214,8 @@ def make_spec(
             "--links 2 gives container cluster nodes a second NIC; VM cluster nodes cannot "
             "take it yet (use --backend lxc, or --mode remote with VM remote nodes)"
         )
+    if qdevice:
+        _check_qdevice(mode, backend, nodes if mode == "cluster" else k, bare, cloud_image)
     if bare and resources:
         raise UsageError("--resources needs a cluster to put them in, and --bare makes none")
     if bare and mode == "guest":
@@ -237,7 +243,29 @@ def make_spec(
         packages=wanted,
         bare=bare,
         links=links,
+        qdevice=qdevice,
     )
+
+
+def _check_qdevice(
+    mode: str, backend: str, cluster_nodes: int, bare: bool, cloud_image: str | None
+) -> None:
+    if bare:
+        raise UsageError(
+            "--qdevice configures corosync, and --bare makes no cluster: leave one of them out"
+        )
+    if cluster_nodes < 2:
+        raise UsageError(
+            "--qdevice is a tie-breaker between cluster nodes: it needs at least 2 of them"
+        )
+    if backend == "vm" and mode == "cluster":
+        # corosync-qdevice comes in the packages layer, which only containers take.
+        raise UsageError(
+            "--qdevice needs container cluster nodes (corosync-qdevice is added as a layer): "
+            "use --backend lxc, or --mode remote with VM remote nodes"
+        )
+    if cloud_image:
+        raise UsageError("--qdevice needs labctl's own image, not a cloud image")
 
 
 _PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1

@@ -27,8 +27,8 @@ def client_options(p: LabPlan) -> list[tuple[str, str]]:
 
 def ssh_config(p: LabPlan) -> str:
     """An OpenSSH config block for the lab's nodes, by name and by address."""
-    names = " ".join(n.name for n in p.nodes)
-    addrs = " ".join(str(n.ip) for n in p.nodes)
+    names = " ".join(n.name for n in p.all_nodes)
+    addrs = " ".join(str(n.ip) for n in p.all_nodes)
     opts = "".join(f"    {k} {v}\n" for k, v in client_options(p))
     return f"# labctl lab {p.name}\nHost {names} {addrs}\n{opts}"
 

@@ -371,10 +371,11 @@ def _upgrade(
         raise UsageError(f"lab {name!r} runs a cloud image: it has no image layers to swap")
     p = rec.plan(state_dir)
     lab.refuse_bare(p, "a rolling upgrade")
-    if p.spec.packages:
+    if p.spec.packages or p.spec.qdevice:
+        what = "extra packages (--packages)" if p.spec.packages else "a quorum device (--qdevice)"
         raise UsageError(
-            f"lab {name!r} has extra packages (--packages): upgrade does not swap their "
-            "layer yet; make the lab on the target image instead"
+            f"lab {name!r} has {what}: upgrade does not swap their package layer yet; "
+            "make the lab on the target image instead"
         )
     target = images.find_image(state_dir, to)
     if target is None or target.stale:

@@ -553,8 +553,8 @@ def domain_log_paths(
     lab: str, names: Iterable[str], dirs: Iterable[Path] = DOMAIN_LOG_DIRS
 ) -> list[Path]:
     """The domain logs of lab LAB's nodes NAMES that exist: only names of the lab's
-    node form (LAB-c1, LAB-r2, ...), only regular files (never what a link points to)."""
-    node = re.compile(rf"^{re.escape(lab)}-[crg][0-9]+$")
+    node form (LAB-c1, LAB-r2, LAB-q1, ...), only regular files (never what a link points to)."""
+    node = re.compile(rf"^{re.escape(lab)}-[crgq][0-9]+$")
     out = []
     for d in dirs:
         for n in sorted(set(names)):
