@@ -7,6 +7,7 @@ import functools
 import hashlib
 import http.server
 import re
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from labctl import host, images
 from . import cloud_image
 from .conftest import STATE_DIR, domain_id, host_state, labctl, labctl_json
 from .test_pacemaker import authkey_facts, crm_mon, lab_authkey_digest
+from .test_rotate import _rotate_and_check
 
 # Under TCG: the cluster notices (monitor), stops and starts the domain, the VM boots.
 VM_RECOVERY_TIMEOUT = 300
@@ -59,6 +61,18 @@ def test_remote_mode_with_a_vm_remote_node_is_remote_online_then_down_leaves_not
     view = crm_mon(lab, f"{lab}-c1")
     assert (view.nodes[vm].type, view.nodes[vm].online) == ("remote", True)
     assert authkey_facts(lab, vm) == (lab_authkey_digest(lab), "root:haclient 640")
+
+    # Its seed carries the node's host key and the lab key: 0600, in a directory
+    # QEMU may search but nobody else may list; /root as the seed's copy left it.
+    node_dir = STATE_DIR / "labs" / lab / "nodes" / vm
+    assert stat.S_IMODE(node_dir.stat().st_mode) == 0o711
+    assert stat.S_IMODE((node_dir / "seed.img").stat().st_mode) == 0o600
+    assert not (node_dir / "seed-tree").exists()
+    out = labctl("ssh", lab, vm, "--", "stat -c '%a' / /root /root/.ssh").stdout
+    assert out.split() == ["755", "700", "700"]
+    # On this lab rather than one of its own (CI time): a VM remote node takes a new
+    # authkey as containers do (test_rotate has the other modes).
+    _rotate_and_check(lab)
 
     # The VM has a fence device of its own (its own fence_virtd on qemu:///system):
     # fenced through the cluster, it is rebooted and comes back RemoteOnline.
