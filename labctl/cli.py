@@ -593,7 +593,14 @@ def upgrade_(
     nodes: Annotated[
         list[str] | None, typer.Argument(help="Nodes to upgrade, in order (default: all).")
     ] = None,
-    to: Annotated[str, typer.Option("--to", help="The built image to upgrade to.")] = "",
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="The built image to upgrade to, or a Pacemaker build (IMAGE/NAME, see "
+            "`labctl image list`).",
+        ),
+    ] = "",
     check: Annotated[
         bool,
         typer.Option(
@@ -779,10 +786,12 @@ def image_rm(
             return
         if name.split("/")[-1].startswith("pcmk-"):
             b = pcmkbuild.resolve(state_dir, name)
+            # Every node of a lab may run it, or some (part way through an upgrade).
             used = {
-                n: r.build
+                n: b.label
                 for n in state.recorded_labs(state_dir)
-                if (r := state.read_record(state_dir, n)) and r.build
+                if (r := state.read_record(state_dir, n))
+                and b.label in (r.build, *r.node_builds.values())
             }
             pcmkbuild.remove_build(b, used)
             out.print(f"build {b.label} removed")

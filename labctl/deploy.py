@@ -54,6 +54,16 @@ def _deploy(
     if rec is None:
         raise NotFoundError(f"no lab {name!r} here: `labctl list` shows the labs on this host")
     src = tree or (Path(rec.spec.pacemaker) if rec.spec.pacemaker else None)
+    if src is None and rec.build:
+        # Rolled on by `upgrade --to BUILD`: the tree is the one the build was made from.
+        made_from = str(pcmkbuild.resolve(state_dir, rec.build).manifest.get("tree") or "")
+        src = Path(made_from) if made_from else None
+    if src is None and rec.node_builds:
+        raise UsageError(
+            f"lab {name!r} is part way through an upgrade to a build: finish it with "
+            f"`labctl upgrade {name} --to BUILD`, or give a source tree, `labctl deploy "
+            f"{name} DIR`"
+        )
     if src is None:
         raise UsageError(
             f"lab {name!r} runs {rec.spec.image}'s own Pacemaker: give a source tree, "

@@ -94,6 +94,7 @@ class NodePlan:
     link_macs: tuple[str, ...] = ()
     # Debian packages in a layer over its image's role layer (--packages, the qdevice's)
     packages: tuple[str, ...] = ()
+    build: str = ""  # IMAGE/NAME of the Pacemaker build over its image ("" none)
 
     @property
     def volume(self) -> str:
@@ -247,10 +248,14 @@ def make_plan(
     subnet_index: int,
     state_dir: Path,
     node_images: Mapping[str, str] | None = None,
+    build: str = "",
+    node_builds: Mapping[str, str] | None = None,
 ) -> LabPlan:
     """The full, deterministic layout of a lab: same inputs, same plan. NODE_IMAGES
-    (node name -> image, from the lab's record) overrides what SPEC says per role."""
+    (node name -> image, from the lab's record) overrides what SPEC says per role;
+    NODE_BUILDS (node -> build label) overrides BUILD, the one every node runs."""
     node_images = node_images or {}
+    node_builds = node_builds or {}
     subnet = lab_subnet(subnet_index, lab_prefix(spec))
     network = NetworkPlan(
         name=network_name(spec.name),
@@ -306,6 +311,7 @@ def make_plan(
                         if role == "cluster"
                     ),
                     packages=node_packages(spec, role),
+                    build=node_builds.get(name, build),
                 )
             )
     qnetd = None

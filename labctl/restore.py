@@ -108,7 +108,7 @@ def _restore(
         if why:
             raise NotFoundError(why)
     snap_dir = snap_mod.snapshot_dir(p, snap.name)
-    lowers = _lowers(p, state_dir, rec.build)
+    lowers = _lowers(p, state_dir)
     copies = snap_mod.restore_plan(p, snap_dir)
     missing = [c.node for c in copies if not c.src.is_dir()]
     if missing:
@@ -182,14 +182,14 @@ def _put_back(
     return Restored(p.name, snap.name, states, round(seconds, 2), dict(reporter.timings))
 
 
-def _lowers(p: LabPlan, state_dir: Path, build_label: str | None) -> dict[str, list[Path]]:
-    """Each node's lower layers, as `up` (or the last `deploy`) chose them."""
-    build = pcmkbuild.resolve(state_dir, build_label) if build_label else None
+def _lowers(p: LabPlan, state_dir: Path) -> dict[str, list[Path]]:
+    """Each node's lower layers, as `up` (or the last `deploy` or `upgrade`) chose them."""
     out = {}
     for n in snap_mod.containers(p):
         image = images.find_image(state_dir, n.image)
         if image is None:
             raise NotFoundError(f"image {n.image!r} of node {n.name} is gone: rebuild it first")
+        build = pcmkbuild.resolve(state_dir, n.build) if n.build else None
         out[n.name] = lab.lowers(image, build, n.layer, n.packages)
     return out
 

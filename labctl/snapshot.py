@@ -79,6 +79,12 @@ class Snapshot:
     online: tuple[str, ...] | None = None
     # VM node -> the name of its libvirt snapshot (a system checkpoint in its disk).
     vms: dict[str, str] = dataclasses.field(default_factory=dict)
+    # node -> the build it ran ("" none); empty in snapshots from before it was kept,
+    # where BUILD says it for every node.
+    node_builds: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def builds(self) -> dict[str, str]:
+        return self.node_builds or {n: self.build or "" for n in self.nodes}
 
     def to_dict(self) -> dict:
         return {
@@ -91,6 +97,7 @@ class Snapshot:
             "size": self.size,
             "online": None if self.online is None else list(self.online),
             "vms": self.vms,
+            "node_builds": self.node_builds,
         }
 
 
@@ -194,6 +201,13 @@ def mismatch(snap: Snapshot, p: LabPlan, build: str | None) -> str:
             f"snapshot {snap.name!r} was taken on build {snap.build or 'none (the image)'}, "
             f"the lab now runs {build or 'the image'}: `labctl deploy` that back first"
         )
+    differ = sorted(n.name for n in p.nodes if snap.builds().get(n.name, "") != n.build)
+    if differ:
+        # Part way through `upgrade --to BUILD`: the lab's build is None, the nodes' not.
+        return (
+            f"snapshot {snap.name!r} was taken with other Pacemaker builds on "
+            f"{', '.join(differ)}: `labctl upgrade` them back first"
+        )
     now = {n.name: n.image for n in p.nodes}
     if snap.node_images and snap.node_images != now:
         return f"snapshot {snap.name!r} was taken on other images ({snap.node_images})"
@@ -227,6 +241,7 @@ def parse_manifest(text: str, name: str) -> Snapshot:
             paused_s=float(data.get("paused_s", 0.0)),
             online=None if data.get("online") is None else tuple(map(str, data["online"])),
             vms={str(k): str(v) for k, v in (data.get("vms") or {}).items()},
+            node_builds={str(k): str(v) for k, v in (data.get("node_builds") or {}).items()},
         )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise LabctlError(f"snapshot {name!r}: its {MANIFEST} is not usable ({e})") from None
@@ -469,6 +484,7 @@ def take_unlocked(
             nodes=tuple(n.name for n in p.nodes),
             build=rec_build,
             node_images={n.name: n.image for n in p.nodes},
+            node_builds={n.name: n.build for n in p.nodes},
             paused_s=paused_s,
             online=online,
             vms=vm_snapshots(p, name),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,12 @@ DEFAULT_STATE_DIR = Path("/var/lib/labctl")
 PENDING_UPGRADE = "upgrade-pending.json"
 
 
+def is_build_label(label: str) -> bool:
+    """LABEL has a build label's form, IMAGE/NAME, each a plain name; pure."""
+    image, _, name = label.partition("/")
+    return is_image_name(image) and is_image_name(name)
+
+
 def labs_dir(state_dir: Path) -> Path:
     return state_dir / "labs"
 
@@ -29,16 +36,42 @@ class LabRecord:
     subnet_index: int
     state: str  # creating, up, failed
     created: str
-    build: str | None = None  # IMAGE/NAME of the Pacemaker build the nodes run, if any
+    build: str | None = None  # IMAGE/NAME of the Pacemaker build every node runs, if any
     node_images: dict[str, str] = field(default_factory=dict)  # node -> its built image
+    # node -> the build it runs ("" none), where nodes differ: a lab part way through
+    # `upgrade --to BUILD` (BUILD is then None); empty when BUILD says it for all.
+    node_builds: dict[str, str] = field(default_factory=dict)
 
     def plan(self, state_dir: Path) -> LabPlan:
-        return make_plan(self.spec, self.subnet_index, state_dir, self.node_images)
+        return make_plan(
+            self.spec,
+            self.subnet_index,
+            state_dir,
+            self.node_images,
+            build=self.build or "",
+            node_builds=self.node_builds,
+        )
+
+
+def common_build(node_builds: Mapping[str, str]) -> str | None:
+    """The build every node runs (None: none, or not the same one); pure."""
+    builds = set(node_builds.values())
+    return builds.pop() if len(builds) == 1 and "" not in builds else None
 
 
 def write_record(
-    plan: LabPlan, state: str, created: str | None = None, build: str | None = None
+    plan: LabPlan,
+    state: str,
+    created: str | None = None,
+    build: str | None = None,
+    node_builds: Mapping[str, str] | None = None,
 ) -> LabRecord:
+    """Write PLAN's record. BUILD: the one build every node runs; or NODE_BUILDS, each
+    node's (a rolling upgrade's), recorded only while the nodes differ."""
+    if node_builds is not None:
+        build = common_build(node_builds)
+        if build is not None or not any(node_builds.values()):
+            node_builds = None
     rec = LabRecord(
         spec=plan.spec,
         subnet_index=plan.network.index,
@@ -46,6 +79,7 @@ def write_record(
         created=created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         build=build,
         node_images={n.name: n.image for n in plan.nodes},
+        node_builds=dict(node_builds or {}),
     )
     spec = dataclasses.asdict(rec.spec)
     if spec["cloud_image"]:
@@ -57,6 +91,7 @@ def write_record(
         "created": rec.created,
         "build": rec.build,
         "node_images": rec.node_images,
+        "node_builds": rec.node_builds,
     }
     tmp = plan.record.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -76,9 +111,14 @@ def read_record(state_dir: Path, name: str) -> LabRecord | None:
     if recorded != name:
         raise LabctlError(f"{path} names lab {recorded!r}, not {name!r}: not using it")
     node_images = data.get("node_images") or {}
+    node_builds = data.get("node_builds") or {}
     named = [data["spec"].get("image", DEFAULT_IMAGE), data["spec"].get("remote_image")]
-    if not isinstance(node_images, dict):
-        raise LabctlError(f"{path}: node_images is not a mapping: not using it")
+    if not isinstance(node_images, dict) or not isinstance(node_builds, dict):
+        raise LabctlError(f"{path}: node_images or node_builds is not a mapping: not using it")
+    for label in [data.get("build"), *node_builds.values()]:
+        if label and not is_build_label(str(label)):
+            # It becomes a path under builds/ (the node's lower layers).
+            raise LabctlError(f"{path} names build {label!r}: not using it")
     for image in [*(i for i in named if i is not None), *node_images.values()]:
         if not is_image_name(str(image)):
             # It becomes a path under images/ and builds/ (deploy builds there).
@@ -90,6 +130,7 @@ def read_record(state_dir: Path, name: str) -> LabRecord | None:
         created=data["created"],
         build=data.get("build"),
         node_images={str(k): str(v) for k, v in node_images.items()},
+        node_builds={str(k): str(v) for k, v in node_builds.items()},
     )
 
 

@@ -28,7 +28,20 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labctl import host, images, lab, locks, mounts, plan, provision, ssh, stack, state, virt
+from labctl import (
+    host,
+    images,
+    lab,
+    locks,
+    mounts,
+    pcmkbuild,
+    plan,
+    provision,
+    ssh,
+    stack,
+    state,
+    virt,
+)
 from labctl import pacemaker as pcmk
 from labctl import upgrade_check as check
 from labctl.errors import CommandError, LabctlError, NotFoundError, UsageError, WaitTimeout
@@ -72,18 +85,23 @@ def check_versions(source: str, target: str) -> None:
         )
 
 
-def upgrade_targets(p: LabPlan, image: str, names: Sequence[str]) -> list[NodePlan]:
-    """The nodes to upgrade to IMAGE, in order (NAMES, default every node): cluster
-    nodes first, then remote and guest nodes, as the guide says; nodes already on
-    IMAGE are left out. Refuses VMs, and remote or guest nodes ahead of the cluster."""
+def upgrade_targets(
+    p: LabPlan, image: str, names: Sequence[str], build: str = ""
+) -> list[NodePlan]:
+    """The nodes to upgrade to IMAGE (with BUILD, a build label, over it), in order
+    (NAMES, default every node): cluster nodes first, then remote and guest nodes, as
+    the guide says; nodes already there are left out. Refuses VMs, and remote or
+    guest nodes ahead of the cluster."""
     chosen = [p.node(n) for n in names] if names else list(p.nodes)
     for n in chosen:
         if n.backend != "lxc":
             raise UsageError(
                 f"{n.name} is a VM: upgrading VM nodes is not supported yet (containers only)"
             )
-    todo = list(dict.fromkeys(n for n in chosen if n.image != image))
-    behind = [n.name for n in p.cluster_nodes if n.image != image and n not in todo]
+    todo = list(dict.fromkeys(n for n in chosen if (n.image, n.build) != (image, build)))
+    behind = [
+        n.name for n in p.cluster_nodes if (n.image, n.build) != (image, build) and n not in todo
+    ]
     if behind and any(n.role != "cluster" for n in todo):
         raise UsageError(
             f"remote and guest nodes go after the cluster nodes (Pacemaker's guide), and "
@@ -115,6 +133,28 @@ def spec_after(spec: LabSpec, node_images: dict[str, str], image: str) -> LabSpe
     if set(node_images.values()) == {image}:
         return dataclasses.replace(spec, image=image, remote_image=None)
     return spec
+
+
+@dataclass(frozen=True)
+class Target:
+    """What nodes are upgraded to: a built image, or a Pacemaker build over one."""
+
+    image: images.Image
+    build: pcmkbuild.Build | None = None
+
+    @property
+    def label(self) -> str:
+        return self.build.label if self.build else self.image.name
+
+    @property
+    def build_label(self) -> str:
+        return self.build.label if self.build else ""
+
+    @property
+    def version(self) -> str:
+        if self.build:
+            return str(self.build.manifest.get("version") or "")
+        return images.manifest_pacemaker_version(self.image.manifest) or ""
 
 
 @dataclass(frozen=True)
@@ -174,6 +214,36 @@ def remap_owners(top: Path, uids: dict[int, int], gids: dict[int, int]) -> int:
                     os.chmod(path, st.st_mode & 0o7777)  # chown clears setuid/setgid
                 changed += 1
     return changed
+
+
+def resolve_target(state_dir: Path, to: str) -> Target:
+    """--to: a built image's name, or a Pacemaker build (IMAGE/NAME, or NAME alone
+    when one image has it), which runs over its image."""
+    if to in images.IMAGES:
+        img = images.find_image(state_dir, to)
+        if img is None or img.stale:
+            raise NotFoundError(f"image {to!r} is not built: `labctl image build {to}` first")
+        return Target(img)
+    try:
+        build = pcmkbuild.resolve(state_dir, to)
+    except NotFoundError:
+        raise NotFoundError(
+            f"--to {to!r} is neither an image nor a build: `labctl image list` shows both"
+        ) from None
+    img = images.find_image(state_dir, build.image)
+    if img is None or img.stale:
+        raise NotFoundError(
+            f"build {build.label} needs image {build.image!r}: `labctl image build "
+            f"{build.image}` first"
+        )
+    return Target(img, build)
+
+
+def _version_of(state_dir: Path, node: NodePlan, img: images.Image) -> str:
+    """The Pacemaker version NODE runs now: its build's, else its image's."""
+    if node.build:
+        return str(pcmkbuild.resolve(state_dir, node.build).manifest.get("version") or "")
+    return images.manifest_pacemaker_version(img.manifest) or ""
 
 
 def _image_ids(img: images.Image, layer: str, what: str) -> dict[str, int]:
@@ -359,14 +429,9 @@ def _upgrade(
     reporter: lab.Reporter,
 ) -> UpgradeResult:
     host.require_root("labctl upgrade")
-    images.image_def(to)
     rec = state.read_record(state_dir, name)
     if rec is None:
         raise NotFoundError(f"no lab {name!r} here: `labctl list` shows the labs on this host")
-    if rec.build:
-        raise UsageError(
-            f"lab {name!r} runs a Pacemaker build ({rec.build}): use `labctl deploy`, not upgrade"
-        )
     if rec.spec.cloud_image:
         raise UsageError(f"lab {name!r} runs a cloud image: it has no image layers to swap")
     p = rec.plan(state_dir)
@@ -377,12 +442,15 @@ def _upgrade(
             f"lab {name!r} has {what}: upgrade does not swap their package layer yet; "
             "make the lab on the target image instead"
         )
-    target = images.find_image(state_dir, to)
-    if target is None or target.stale:
-        raise NotFoundError(f"image {to!r} is not built: `labctl image build {to}` first")
-    todo = upgrade_targets(p, to, names)
+    target = resolve_target(state_dir, to)
+    todo = upgrade_targets(p, target.image.name, names, target.build_label)
     pending = read_pending(p)
-    resume = pending.node if pending and p.node(pending.node).image == to else ""
+    on_target = (target.image.name, target.build_label)
+    resume = (
+        pending.node
+        if pending and (p.node(pending.node).image, p.node(pending.node).build) == on_target
+        else ""
+    )
     if resume:
         # Swapped by an upgrade that stopped there: it is finished first, not swapped again.
         todo = [p.node(resume), *todo]
@@ -399,10 +467,7 @@ def _upgrade(
         if img is None:
             raise NotFoundError(f"image {n.image!r} of {n.name} is gone: cannot swap its layers")
         sources[n.name] = img
-        check_versions(
-            images.manifest_pacemaker_version(img.manifest) or "",
-            images.manifest_pacemaker_version(target.manifest) or "",
-        )
+        check_versions(_version_of(state_dir, n, img), target.version)
     watched = [pcmk.dummy_id(i) for i in range(1, rec.spec.resources + 1)]
     start = time.monotonic()
     done: list[NodeUpgrade] = []
@@ -421,7 +486,7 @@ def _upgrade(
                     state_dir,
                     p,
                     node,
-                    sources.get(node.name, target),
+                    sources.get(node.name, target.image),
                     target,
                     reporter,
                     pending if node.name == resume else None,
@@ -457,7 +522,7 @@ def _upgrade(
         )
     return UpgradeResult(
         lab=name,
-        to_image=to,
+        to_image=target.label,
         nodes=done,
         seconds=time.monotonic() - start,
         check=result_check,
@@ -471,7 +536,7 @@ def _upgrade_node(
     p: LabPlan,
     node: NodePlan,
     source: images.Image,
-    target: images.Image,
+    target: Target,
     reporter: lab.Reporter,
     resume: Pending | None = None,
 ) -> tuple[NodeUpgrade, LabPlan]:
@@ -505,7 +570,9 @@ def _upgrade_node(
             if earlier and earlier.node == node.name:
                 # An upgrade stopped before its swap: the standby may be its own.
                 keep_standby, active = earlier.keep_standby, list(earlier.active)
-            write_pending(p, Pending(node.name, keep_standby, tuple(active), node.image))
+            write_pending(
+                p, Pending(node.name, keep_standby, tuple(active), node.build or node.image)
+            )
             with phase("standby, resources moved"):
                 _standby(obs, node.name, True)
                 _wait_moved_off(obs, node.name, MOVE_TIMEOUT)
@@ -532,32 +599,42 @@ def _upgrade_node(
             _connection(obs, stack.connection_resource(node), enabled=False)
             _wait_inactive(obs, stack.connection_resource(node), MOVE_TIMEOUT)
         took("guest stopped by the cluster")
-    node_images = {**{n.name: n.image for n in p.nodes}, node.name: target.name}
+    node_images = {**{n.name: n.image for n in p.nodes}, node.name: target.image.name}
+    node_builds = {**{n.name: n.build for n in p.nodes}, node.name: target.build_label}
     new_p = plan.make_plan(
-        spec_after(rec.spec, node_images, target.name), rec.subnet_index, state_dir, node_images
+        spec_after(rec.spec, node_images, target.image.name),
+        rec.subnet_index,
+        state_dir,
+        node_images,
+        node_builds=node_builds,
     )
     new_node = new_p.node(node.name)
     rechowned = 0
-    with phase(f"root swapped to {target.name}"):
+    with phase(f"root swapped to {target.label}"):
         legacy = host.cgroup_layout() == "hybrid"
         with virt.connection(virt.default_uri("lxc")) as conn:
             virt.remove_domain(conn, node.name, kill_init=True)
             for mounted in mounts.mounts_under(node.dir):
                 mounts.unmount(mounted)
             uids = id_map(
-                _image_ids(source, node.layer, "passwd"), _image_ids(target, node.layer, "passwd")
+                _image_ids(source, node.layer, "passwd"),
+                _image_ids(target.image, node.layer, "passwd"),
             )
             gids = id_map(
-                _image_ids(source, node.layer, "group"), _image_ids(target, node.layer, "group")
+                _image_ids(source, node.layer, "group"),
+                _image_ids(target.image, node.layer, "group"),
             )
             # Once only: the map is not idempotent (101->100 and 100->997, say).
             rechowned = 0 if resume else remap_owners(node.upper, uids, gids)
             mounts.mount_overlay(
-                lab.lowers(target, None, node.layer), node.upper, node.work, node.root
+                lab.lowers(target.image, target.build, node.layer),
+                node.upper,
+                node.work,
+                node.root,
             )
             lab.write_files(node.root, [provision.lxc_init_file()])
             # The record says what the node's root is made of from now on.
-            state.write_record(new_p, rec.state, created=rec.created, build=rec.build)
+            state.write_record(new_p, rec.state, created=rec.created, node_builds=node_builds)
             xml = lxc_domain_xml(
                 new_p,
                 new_node,
@@ -569,7 +646,7 @@ def _upgrade_node(
                 lab.guest_config(new_p, new_node).write_text(xml)
             else:
                 virt.define_and_start(conn, xml)
-    took(f"root swapped to {target.name}")
+    took(f"root swapped to {target.label}")
     with phase("ssh and stack up"):
         if node.role == "guest":
             with lab.connect(new_p, others[0]) as obs:
@@ -612,8 +689,8 @@ def _upgrade_node(
     return (
         NodeUpgrade(
             name=node.name,
-            from_image=resume.from_image if resume else node.image,
-            to_image=target.name,
+            from_image=resume.from_image if resume else (node.build or node.image),
+            to_image=target.label,
             version_before=version_before,
             version_after=version_after,
             seconds=time.monotonic() - t0,

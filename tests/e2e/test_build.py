@@ -1,6 +1,7 @@
 """Your own Pacemaker on a lab: the nodes' Debian source with a patch of the test's
-own, built, run on every node (cluster and remote), CTS from the same tree, a
-second patch deployed onto the running lab, and nothing left behind."""
+own, built, rolled onto every node (cluster and remote) by `upgrade --to BUILD`,
+CTS from the same tree, a second patch deployed onto the running lab, and nothing
+left behind."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def _builds() -> dict[str, dict]:
     return {b["name"]: b for b in labctl_json("image", "list")["pacemaker_builds"]}  # type: ignore[index]
 
 
-def test_own_build_runs_on_every_node_passes_cts_remote_basic_and_deploys_a_second_patch(
+def test_own_build_rolled_onto_every_node_passes_cts_remote_basic_and_deploys_a_second_patch(
     labs, before, debian_tree
 ):
     _patch(debian_tree, "labctl-e2e-1")
@@ -94,12 +95,19 @@ def test_own_build_runs_on_every_node_passes_cts_remote_basic_and_deploys_a_seco
     assert first in _builds()
     assert _builds()[first]["version"] == "2.1.5"
 
+    # Onto a lab of the distribution's Pacemaker by a rolling upgrade (`up --pacemaker`,
+    # the build from the start, is the VM test's below): cluster nodes first.
     lab = labs.name()
-    labctl("up", "--nodes", "3", "--mode", "remote", "--pacemaker", str(debian_tree), "--name", lab)
+    labctl("up", "--nodes", "1", "--mode", "remote", "--name", lab)
+    upgraded = labctl_json("upgrade", lab, "--to", first, "--check")
+    assert isinstance(upgraded, dict) and upgraded["to_image"] == first
+    assert [n["name"] for n in upgraded["nodes"]] == [f"{lab}-c1", f"{lab}-c2", f"{lab}-r1"]
+    assert all(n["from_image"] == "debian12" for n in upgraded["nodes"])
+    assert upgraded["check"]["quorum_kept"] and upgraded["check"]["fenced"] == []
     s = labctl_json("status", lab)
     assert s["pacemaker_build"] == first  # type: ignore[index]
     nodes = s["nodes"]  # type: ignore[index]
-    assert len(nodes) == 5
+    assert len(nodes) == 3
     for n in nodes:
         assert n["pacemaker"] in ("Online", "RemoteOnline"), n
         assert n["version"] == "2.1.5" and n["source"] == first.split("/")[1], n

@@ -275,3 +275,18 @@ def test_a_restored_vms_clock_is_set_to_the_millisecond():
     from labctl import restore
 
     assert restore.set_clock_command(1764201600.12345) == "date -u -s @1764201600.123 >/dev/null"
+
+
+def test_a_snapshot_of_other_builds_on_some_nodes_is_refused():
+    # Part way through `upgrade --to BUILD`: the lab's build is None, c2's is not.
+    build = "debian12/pcmk-abc"
+    p = make_plan(make_spec("demo", 2), 1, Path("/s"), node_builds={"demo-c2": build})
+    assert "demo-c2" in snapshot.mismatch(_snap(p), p, None)
+    assert "upgrade" in snapshot.mismatch(_snap(p), p, None)
+    taken = _snap(p, node_builds={"demo-c1": "", "demo-c2": build})
+    assert snapshot.mismatch(taken, p, None) == ""
+    back = snapshot.parse_manifest(json.dumps(taken.to_dict()), "s1")
+    assert back.node_builds == taken.node_builds
+    # Older manifests say it with BUILD alone, for every node.
+    whole = make_plan(make_spec("demo", 2), 1, Path("/s"), build=build)
+    assert snapshot.mismatch(_snap(whole, build=build), whole, build) == ""

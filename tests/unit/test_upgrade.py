@@ -1,14 +1,15 @@
 """`labctl upgrade`: which nodes, which versions may roll, ids carried across images,
 and the --check verdict from crm_mon samples (pure)."""
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from labctl import upgrade
+from labctl import state, upgrade
 from labctl import upgrade_check as check
-from labctl.errors import UsageError
+from labctl.errors import LabctlError, UsageError
 from labctl.lab import pending_upgrade_note
 from labctl.pacemaker import ClusterView, PcmkNode, PcmkResource
 from labctl.plan import make_plan
@@ -276,3 +277,53 @@ def test_the_json_form_holds_the_verdict_and_every_measure():
     d = check.analyse(_samples(_view(), _view()), DUMMIES).to_dict()
     assert d["ok"] and d["quorum_kept"] and d["longest_down"] == {"dummy-1": 0.0, "dummy-2": 0.0}
     assert set(d) >= {"fenced", "dc_changes", "outages", "findings", "samples", "bound"}
+
+
+# ---------------------------------------------------------------- to a build
+
+BUILD = "debian12/pcmk-2.1.5-abc"
+
+
+def test_a_build_over_the_same_image_is_a_target_of_its_own():
+    p = _plan()
+    assert [n.name for n in upgrade.upgrade_targets(p, "debian12", [], BUILD)] == [
+        "u-c1",
+        "u-c2",
+        "u-c3",
+    ]
+    assert upgrade.upgrade_targets(p, "debian12", []) == []  # the image: there already
+    part = make_plan(make_spec("u", 3), 1, Path("/s"), node_builds={"u-c1": BUILD})
+    assert [n.name for n in upgrade.upgrade_targets(part, "debian12", [], BUILD)] == [
+        "u-c2",
+        "u-c3",
+    ]
+    # ... and back to the image, from the node that runs the build
+    assert [n.name for n in upgrade.upgrade_targets(part, "debian12", [])] == ["u-c1"]
+
+
+def test_a_record_keeps_each_nodes_build_only_while_they_differ(tmp_path):
+    spec = make_spec("u", 2)
+    p = make_plan(spec, 1, tmp_path)
+    p.dir.mkdir(parents=True)
+    rec = state.write_record(p, "up", node_builds={"u-c1": BUILD, "u-c2": ""})
+    assert (rec.build, rec.node_builds) == (None, {"u-c1": BUILD, "u-c2": ""})
+    back = state.read_record(tmp_path, "u")
+    assert back is not None and back.plan(tmp_path).node("u-c1").build == BUILD
+    assert back.plan(tmp_path).node("u-c2").build == ""
+    rec = state.write_record(p, "up", node_builds={"u-c1": BUILD, "u-c2": BUILD})
+    assert (rec.build, rec.node_builds) == (BUILD, {})  # all on it: the lab's build
+    rec = state.write_record(p, "up", node_builds={"u-c1": "", "u-c2": ""})
+    assert (rec.build, rec.node_builds) == (None, {})
+    assert state.common_build({"a": BUILD, "b": ""}) is None
+
+
+@pytest.mark.parametrize("label", ["../x/y", "debian12/../../etc", "debian12", "a/b/c"])
+def test_a_record_naming_a_build_that_is_no_label_is_not_used(tmp_path, label):
+    p = make_plan(make_spec("u", 2), 1, tmp_path)
+    p.dir.mkdir(parents=True)
+    state.write_record(p, "up")
+    data = json.loads(p.record.read_text())
+    data["node_builds"] = {"u-c1": label}
+    p.record.write_text(json.dumps(data))
+    with pytest.raises(LabctlError, match="names build"):
+        state.read_record(tmp_path, "u")
