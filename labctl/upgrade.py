@@ -418,7 +418,7 @@ def _upgrade(
             images.manifest_pacemaker_version(img.manifest) or "",
             images.manifest_pacemaker_version(target.manifest) or "",
         )
-    # Before anything is stopped: a VM disk build takes minutes, and may fail.
+    # Before anything is stopped: a VM disk build (apt, mkfs, qemu-img) may fail.
     vm_layers = {(to, n.layer) for n in todo if n.backend == "vm"}
     lab.ensure_vm_images({to: target}, vm_layers, None, state_dir, reporter)
     watched = [pcmk.dummy_id(i) for i in range(1, rec.spec.resources + 1)]
