@@ -626,18 +626,9 @@ def _up(
                 spec.links,
             )
             p = plan.make_plan(spec, index, state_dir)
-            vm_layers = sorted({(n.image, n.layer) for n in p.vm_nodes}) if cloud is None else []
-            for name, layer in vm_layers:
-                if images.find_vm_image(built[name], layer, vm_dir(build)) is None:
-                    with reporter.phase(f"build VM image {name} {layer}"):
-                        images.build_vm_image(
-                            built[name],
-                            layer,
-                            reporter.emit,
-                            lowers(None, build, layer),
-                            vm_dir(build),
-                        )
-                    collect_vm_garbage(state_dir)
+            if cloud is None:
+                layers = {(n.image, n.layer) for n in p.vm_nodes}
+                ensure_vm_images(built, layers, build, state_dir, reporter)
             try:
                 # 0711: QEMU (running as libvirt-qemu) must reach the VM disks
                 # below; the secrets in here are 0600 files in 0700 directories.
@@ -793,18 +784,13 @@ def _create(
     def start(node: NodePlan) -> None:
         conn = conns[node.backend]
         if node.backend == "vm":
-            vm = images.vm_image_paths(built[node.image], node.layer, vm_dir(build))
-            xml = qemu_domain_xml(
-                p,
-                node,
-                domain_type="qemu" if emulated else "kvm",
-                # A cloud image boots through its own firmware and boot loader.
-                kernel=None if cloud else str(vm.kernel),
-                initrd=None if cloud else str(vm.initrd),
-                pool=p.pool,
-                volume=node.volume,
-                seed=str(node.seed),
+            # A cloud image boots through its own firmware and boot loader.
+            vm = (
+                None
+                if cloud
+                else images.vm_image_paths(built[node.image], node.layer, vm_dir(build))
             )
+            xml = vm_domain_xml(p, node, vm, emulated)
         else:
             xml = lxc_domain_xml(p, node, legacy_cgroups=legacy, mounts=host_mounts(p, node))
         if node.role == "guest":
@@ -898,6 +884,74 @@ def write_files(root: Path, files: list) -> None:
         secrets.write_secret(target, f.data, f.mode)
 
 
+def ensure_vm_images(
+    built: Mapping[str, images.Image],
+    layers: set[tuple[str, str]],
+    build: pcmkbuild.Build | None,
+    state_dir: Path,
+    reporter: Reporter,
+) -> None:
+    """The VM disk of each (image name, role layer) of LAYERS, built where missing;
+    after a build, old generations that no lab uses go."""
+    for name, layer in sorted(layers):
+        if images.find_vm_image(built[name], layer, vm_dir(build)) is None:
+            with reporter.phase(f"build VM image {name} {layer}"):
+                images.build_vm_image(
+                    built[name],
+                    layer,
+                    reporter.emit,
+                    lowers(None, build, layer),
+                    vm_dir(build),
+                )
+            collect_vm_garbage(state_dir)
+
+
+def vm_domain_xml(p: LabPlan, node: NodePlan, vm: images.VmImage | None, emulated: bool) -> str:
+    """VM NODE's domain: booting VM's kernel and initrd directly, or (VM None: a
+    cloud image) through its disk's own boot loader; EMULATED: TCG, not KVM."""
+    return qemu_domain_xml(
+        p,
+        node,
+        domain_type="qemu" if emulated else "kvm",
+        kernel=str(vm.kernel) if vm else None,
+        initrd=str(vm.initrd) if vm else None,
+        pool=p.pool,
+        volume=node.volume,
+        seed=str(node.seed),
+    )
+
+
+def replace_vm_disk(conn: object, p: LabPlan, node: NodePlan, vm: images.VmImage) -> None:
+    """A fresh copy-on-write volume over VM's disk in place of VM NODE's own (its
+    domain stopped): a block-level overlay cannot be moved onto another image's
+    disk, so all the node wrote is gone. Its seed disk, its identity (host name,
+    SSH host keys), is kept; `reconfigure_node` gives it the rest back."""
+    virt.remove_volume(conn, p.pool, node.volume)  # type: ignore[arg-type]
+    capacity = images.qcow2_virtual_size(vm.disk)
+    virt.create_volume(conn, p.pool, volume_xml(node.volume, capacity, str(vm.disk)))  # type: ignore[arg-type]
+
+
+def corosync_realtime(p: LabPlan) -> bool:
+    """Whether corosync may run realtime: cluster nodes are all VMs or all containers;
+    VMs under TCG must not (see pcmk.corosync_conf)."""
+    return p.cluster_nodes[0].backend == "lxc" or host.kvm_status()[0]
+
+
+def reconfigure_node(p: LabPlan, node: NodePlan, c: ssh.Connection) -> None:
+    """What `up` gives a VM node over SSH, again, on a node whose disk is new (its
+    seed gave it its identity at boot): a cluster node corosync's configuration and
+    key, the authkey and the fence key, but no CIB (it takes the cluster's when it
+    joins); a remote node the authkey and port, pacemaker_remote listening."""
+    authkey, corokey = stack.lab_keys(p)
+    if node.role == "cluster":
+        stack.setup_cluster_node(c, p, authkey, corokey, corosync_realtime(p), seed_cib=False)
+        if p.spec.fencing:
+            key = fencing.fence_plans(p, virt.default_uri)[0].key_file.read_bytes()
+            stack.push_secret(c, key, fencing.NODE_KEY_PATH)
+    else:
+        stack.setup_remote_node(c, authkey, p.spec.remote_port, vm=node.backend == "vm")
+
+
 def make_vm_disks(
     conn: object,
     p: LabPlan,
@@ -971,8 +1025,7 @@ def start_pacemaker(p: LabPlan, reporter: Reporter, conns: Conns) -> pcmk.Cluste
     cluster = p.cluster_nodes
     others = [n for n in p.nodes if n.role != "cluster"]
     fps = fencing.fence_plans(p, virt.default_uri)
-    # Cluster nodes are all VMs or all containers; VMs under TCG: see corosync_conf.
-    realtime = cluster[0].backend == "lxc" or host.kvm_status()[0]
+    realtime = corosync_realtime(p)
     key_file = fps[0].key_file  # written by _up, before the roots
     if p.spec.fencing:
         with reporter.phase("fence_virtd started"):

@@ -38,16 +38,24 @@ def push_secret(c: ssh.Connection, data: bytes, path: str) -> None:
 
 
 def setup_cluster_node(
-    c: ssh.Connection, plan: LabPlan, authkey: bytes, corokey: bytes, realtime: bool = True
+    c: ssh.Connection,
+    plan: LabPlan,
+    authkey: bytes,
+    corokey: bytes,
+    realtime: bool = True,
+    seed_cib: bool = True,
 ) -> None:
-    """Config, keys and a first CIB on a cluster node; start_cluster_node starts it."""
+    """Config, keys and a first CIB on a cluster node; start_cluster_node starts it.
+    Without SEED_CIB the node joins with none and takes the cluster's (a node
+    rejoining a running cluster: its own would only be a rival to sync against)."""
     c.run(pcmk.ensure_package_command("pacemaker", "pacemakerd"))
     c.run(pcmk.ensure_package_command("corosync", "corosync"))
     push_authkey(c, authkey)
     c.put(corokey, pcmk.COROSYNC_AUTHKEY, mode=0o400)
     c.put(pcmk.corosync_conf(plan, realtime).encode(), pcmk.COROSYNC_CONF, mode=0o644)
-    props = pcmk.lab_properties(plan.spec.fencing, plan.spec.mode == "guest")
-    c.run(pcmk.seed_cib_command(props))
+    if seed_cib:
+        props = pcmk.lab_properties(plan.spec.fencing, plan.spec.mode == "guest")
+        c.run(pcmk.seed_cib_command(props))
 
 
 def start_cluster_node(c: ssh.Connection) -> None:

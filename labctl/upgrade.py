@@ -9,6 +9,12 @@ corosync and Pacemaker keys, SSH host keys), start it, wait until it is online
 and its own crm_mon agrees, lift standby, wait until the resources are started
 again. The lab record names the node's new image as soon as its root is swapped.
 
+A VM node's disk is a qcow2 overlay over its image's VM disk, which cannot be moved
+onto another image's: its domain is stopped and it gets a fresh overlay over the
+target's VM disk, keeps its seed disk (host name, SSH host keys), and is given the
+lab's keys and configuration again over SSH (lab.reconfigure_node); all it wrote
+is gone (a cluster node takes the CIB from its peers when it rejoins).
+
 A package upgrade keeps each system user's uid; two images built apart do not
 (debian12's hacluster is 101, debian13's 100), so the node's own files are given
 the new image's ids, by user and group name, before it starts on it.
@@ -90,13 +96,14 @@ def upgrade_targets(
 ) -> list[NodePlan]:
     """The nodes to upgrade to IMAGE (with BUILD, a build label, over it), in order
     (NAMES, default every node): cluster nodes first, then remote and guest nodes, as
-    the guide says; nodes already there are left out. Refuses VMs, and remote or
+    the guide says; nodes already there are left out. Refuses VM guests, and remote or
     guest nodes ahead of the cluster."""
     chosen = [p.node(n) for n in names] if names else list(p.nodes)
     for n in chosen:
-        if n.backend != "lxc":
+        if n.backend == "vm" and n.role == "guest":
             raise UsageError(
-                f"{n.name} is a VM: upgrading VM nodes is not supported yet (containers only)"
+                f"{n.name} is a VM guest: upgrade does not take VM guests yet; name the "
+                f"other nodes to upgrade those, or make the lab again with --image {image}"
             )
     todo = list(dict.fromkeys(n for n in chosen if (n.image, n.build) != (image, build)))
     behind = [
@@ -303,6 +310,15 @@ def _wait_inactive(c: ssh.Connection, rid: str, timeout: float) -> None:
         time.sleep(stack.POLL)
 
 
+def _domain_ids(nodes: Sequence[NodePlan]) -> dict[str, int | None]:
+    """Each node's domain id (None: not running), from its own backend's driver."""
+    ids: dict[str, int | None] = {}
+    for backend in sorted({n.backend for n in nodes}):
+        with virt.connection(virt.default_uri(backend)) as conn:
+            ids |= virt.domain_ids(conn, [n.name for n in nodes if n.backend == backend])
+    return ids
+
+
 def _fence_history(c: ssh.Connection) -> list[check.FenceEvent]:
     r = c.run("stonith_admin --history '*' --output-as=xml", check=False)
     if not r.stdout.lstrip().startswith("<"):
@@ -468,14 +484,18 @@ def _upgrade(
             raise NotFoundError(f"image {n.image!r} of {n.name} is gone: cannot swap its layers")
         sources[n.name] = img
         check_versions(_version_of(state_dir, n, img), target.version)
+    # Before anything is stopped: a VM disk build (apt, mkfs, qemu-img) may fail.
+    vm_layers = {(target.image.name, n.layer) for n in todo if n.backend == "vm"}
+    lab.ensure_vm_images(
+        {target.image.name: target.image}, vm_layers, target.build, state_dir, reporter
+    )
     watched = [pcmk.dummy_id(i) for i in range(1, rec.spec.resources + 1)]
     start = time.monotonic()
     done: list[NodeUpgrade] = []
     observer0 = next(n for n in p.cluster_nodes if not todo or n.name != todo[0].name)
     with lab.connect(p, observer0) as c:
         fence_before = _fence_history(c) if with_check else []
-    with virt.connection(virt.default_uri("lxc")) as conn:
-        expected_ids = virt.domain_ids(conn, [n.name for n in p.nodes])
+    expected_ids = _domain_ids(p.nodes)
     sampler = Sampler(p, watched)
     with sampler if with_check else contextlib.nullcontext():
         for node in todo:
@@ -503,15 +523,13 @@ def _upgrade(
                 err.exit_code = e.exit_code
                 raise err from e
             done.append(result)
-            with virt.connection(virt.default_uri("lxc")) as conn:
-                expected_ids[node.name] = virt.domain_ids(conn, [node.name])[node.name]
+            expected_ids[node.name] = _domain_ids([node])[node.name]
             sampler.upgrading = ""
     result_check = None
     if with_check:
         with lab.connect(p, observer0) as c:
             fence_after = _fence_history(c)
-        with virt.connection(virt.default_uri("lxc")) as conn:
-            ids = virt.domain_ids(conn, [n.name for n in p.nodes])
+        ids = _domain_ids(p.nodes)
         # A guest is the cluster's to stop and start (it moves with its cluster node).
         guests = {n.name for n in p.nodes if n.role == "guest"}
         restarted = sorted(
@@ -528,6 +546,77 @@ def _upgrade(
         check=result_check,
         skipped=skipped,
     )
+
+
+def _swap_container_root(
+    rec: state.LabRecord,
+    new_p: LabPlan,
+    node: NodePlan,
+    source: images.Image,
+    target: Target,
+    node_builds: dict[str, str],
+    resumed: bool,
+) -> int:
+    """Container NODE stopped, its upper layer mounted over TARGET's layers, the record
+    updated, started again (a guest: its domain XML rewritten for the cluster to start).
+    Returns how many of its own files were given the new image's ids."""
+    new_node = new_p.node(node.name)
+    legacy = host.cgroup_layout() == "hybrid"
+    with virt.connection(virt.default_uri("lxc")) as conn:
+        virt.remove_domain(conn, node.name, kill_init=True)
+        for mounted in mounts.mounts_under(node.dir):
+            mounts.unmount(mounted)
+        uids = id_map(
+            _image_ids(source, node.layer, "passwd"),
+            _image_ids(target.image, node.layer, "passwd"),
+        )
+        gids = id_map(
+            _image_ids(source, node.layer, "group"),
+            _image_ids(target.image, node.layer, "group"),
+        )
+        # Once only: the map is not idempotent (101->100 and 100->997, say).
+        rechowned = 0 if resumed else remap_owners(node.upper, uids, gids)
+        mounts.mount_overlay(
+            lab.lowers(target.image, target.build, node.layer),
+            node.upper,
+            node.work,
+            node.root,
+        )
+        lab.write_files(node.root, [provision.lxc_init_file()])
+        # The record says what the node's root is made of from now on.
+        state.write_record(new_p, rec.state, created=rec.created, node_builds=node_builds)
+        xml = lxc_domain_xml(
+            new_p,
+            new_node,
+            legacy_cgroups=legacy,
+            mounts=provision.host_mounts(new_p, new_node),
+        )
+        if node.role == "guest":
+            # The cluster starts it from this file (`virsh create`) once released.
+            lab.guest_config(new_p, new_node).write_text(xml)
+        else:
+            virt.define_and_start(conn, xml)
+    return rechowned
+
+
+def _replace_vm_disk(
+    rec: state.LabRecord,
+    new_p: LabPlan,
+    new_node: NodePlan,
+    target: Target,
+    node_builds: dict[str, str],
+) -> None:
+    """VM NEW_NODE stopped, a fresh disk over TARGET's VM disk in place of its own
+    (its seed kept), the record updated, booted again."""
+    vm = images.vm_image_paths(target.image, new_node.layer, lab.vm_dir(target.build))
+    with virt.connection(virt.default_uri("vm")) as conn:
+        # A hard stop: its stack is down and its disk is about to go.
+        virt.remove_domain(conn, new_node.name)
+        lab.replace_vm_disk(conn, new_p, new_node, vm)
+        state.write_record(new_p, rec.state, created=rec.created, node_builds=node_builds)
+        virt.define_and_start(
+            conn, lab.vm_domain_xml(new_p, new_node, vm, not host.kvm_status()[0])
+        )
 
 
 def _upgrade_node(
@@ -610,49 +699,26 @@ def _upgrade_node(
     )
     new_node = new_p.node(node.name)
     rechowned = 0
-    with phase(f"root swapped to {target.label}"):
-        legacy = host.cgroup_layout() == "hybrid"
-        with virt.connection(virt.default_uri("lxc")) as conn:
-            virt.remove_domain(conn, node.name, kill_init=True)
-            for mounted in mounts.mounts_under(node.dir):
-                mounts.unmount(mounted)
-            uids = id_map(
-                _image_ids(source, node.layer, "passwd"),
-                _image_ids(target.image, node.layer, "passwd"),
+    if node.backend == "vm":
+        swapped = f"disk replaced on {target.label}"
+        with phase(swapped):
+            _replace_vm_disk(rec, new_p, new_node, target, node_builds)
+    else:
+        swapped = f"root swapped to {target.label}"
+        with phase(swapped):
+            rechowned = _swap_container_root(
+                rec, new_p, node, source, target, node_builds, bool(resume)
             )
-            gids = id_map(
-                _image_ids(source, node.layer, "group"),
-                _image_ids(target.image, node.layer, "group"),
-            )
-            # Once only: the map is not idempotent (101->100 and 100->997, say).
-            rechowned = 0 if resume else remap_owners(node.upper, uids, gids)
-            mounts.mount_overlay(
-                lab.lowers(target.image, target.build, node.layer),
-                node.upper,
-                node.work,
-                node.root,
-            )
-            lab.write_files(node.root, [provision.lxc_init_file()])
-            # The record says what the node's root is made of from now on.
-            state.write_record(new_p, rec.state, created=rec.created, node_builds=node_builds)
-            xml = lxc_domain_xml(
-                new_p,
-                new_node,
-                legacy_cgroups=legacy,
-                mounts=provision.host_mounts(new_p, new_node),
-            )
-            if node.role == "guest":
-                # The cluster starts it from this file (`virsh create`) once released.
-                lab.guest_config(new_p, new_node).write_text(xml)
-            else:
-                virt.define_and_start(conn, xml)
-    took(f"root swapped to {target.label}")
+    took(swapped)
     with phase("ssh and stack up"):
         if node.role == "guest":
             with lab.connect(new_p, others[0]) as obs:
                 _connection(obs, stack.connection_resource(node), enabled=True, check=not resume)
-        ssh.wait_for_banner(str(node.ip), timeout=lab.SSH_TIMEOUT)
+        vm = node.backend == "vm"
+        ssh.wait_for_banner(str(node.ip), timeout=lab.VM_SSH_TIMEOUT if vm else lab.SSH_TIMEOUT)
         with lab.connect(new_p, new_node) as c:
+            if vm:
+                lab.reconfigure_node(new_p, new_node, c)  # its new disk has none of it
             # Enabled at boot; started here too in case a unit was left disabled.
             if node.role == "cluster":
                 c.run("systemctl enable --now corosync.service pacemaker.service")

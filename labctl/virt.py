@@ -467,6 +467,18 @@ def create_volume(conn: libvirt.virConnect, pool: str, xml: str) -> str:
         return str(conn.storagePoolLookupByName(pool).createXML(xml, 0).path())
 
 
+def remove_volume(conn: libvirt.virConnect, pool: str, name: str) -> bool:
+    """Delete volume NAME of POOL; False if there was none."""
+    with _call("delete", f"volume {name} in pool {pool}"):
+        p = conn.storagePoolLookupByName(pool)
+        p.refresh(0)  # a volume made by another connection is listed only after this
+        vol = _lookup(p.storageVolLookupByName, name)
+        if vol is None:
+            return False
+        vol.delete(0)
+    return True
+
+
 def remove_pool(conn: libvirt.virConnect, name: str) -> bool:
     """Delete every volume of pool NAME and the pool itself; False if there was none."""
     with _call("remove (refresh, delete volumes, destroy, undefine)", f"pool {name}"):

@@ -72,7 +72,7 @@ def test_remote_nodes_go_after_the_cluster_nodes_and_never_ahead_of_them():
     assert [n.name for n in upgrade.upgrade_targets(done, "debian13", ["u-r1"])] == ["u-r1"]
 
 
-def test_guest_nodes_follow_the_cluster_and_vm_nodes_are_refused_in_one_line():
+def test_guest_nodes_follow_the_cluster_and_vm_guests_are_refused_in_one_line():
     p = _plan(2, mode="guest")
     assert [n.name for n in upgrade.upgrade_targets(p, "debian13", [])] == [
         "u-c1",
@@ -82,10 +82,30 @@ def test_guest_nodes_follow_the_cluster_and_vm_nodes_are_refused_in_one_line():
     ]
     with pytest.raises(UsageError, match="remote and guest nodes go after the cluster nodes"):
         upgrade.upgrade_targets(p, "debian13", ["u-g1"])
-    with pytest.raises(UsageError, match="is a VM: upgrading VM nodes is not supported yet"):
-        upgrade.upgrade_targets(_plan(2, backend="vm"), "debian13", [])
+    vm_guests = _plan(2, mode="guest", backend="vm")
+    with pytest.raises(UsageError, match="u-g1 is a VM guest: upgrade does not take VM guests"):
+        upgrade.upgrade_targets(vm_guests, "debian13", [])
+    # Its container cluster nodes may still be named alone.
+    assert [n.name for n in upgrade.upgrade_targets(vm_guests, "debian13", ["u-c1"])] == ["u-c1"]
     with pytest.raises(UsageError, match="has no node 'u-c9'"):
         upgrade.upgrade_targets(_plan(), "debian13", ["u-c9"])
+
+
+def test_vm_cluster_and_vm_remote_nodes_are_upgraded_in_the_same_order_as_containers():
+    every_vm = _plan(3, backend="vm")
+    assert {n.backend for n in every_vm.nodes} == {"vm"}
+    assert [n.name for n in upgrade.upgrade_targets(every_vm, "debian13", [])] == [
+        "u-c1",
+        "u-c2",
+        "u-c3",
+    ]
+    remote = _plan(2, mode="remote", backend="vm")
+    assert [(n.name, n.backend) for n in upgrade.upgrade_targets(remote, "debian13", [])] == [
+        ("u-c1", "lxc"),
+        ("u-c2", "lxc"),
+        ("u-r1", "vm"),
+        ("u-r2", "vm"),
+    ]
 
 
 @pytest.mark.parametrize(

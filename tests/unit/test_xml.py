@@ -161,6 +161,34 @@ def test_a_cloud_image_vm_boots_through_its_firmware_not_a_kernel():
     assert doc.find("os/kernel") is None and doc.find("os/cmdline") is None
 
 
+def test_a_vm_nodes_domain_boots_its_images_kernel_from_its_own_volume_and_seed():
+    # What `up` defines and what `upgrade` defines again over another image's VM disk.
+    from labctl.images import VmImage
+    from labctl.lab import vm_domain_xml
+
+    p = make_plan(make_spec("demo", 1, mode="remote", backend="vm"), 1, STATE)
+    node = p.nodes[-1]
+    d = Path("/s/images/debian13/vm")
+    vm = VmImage(d / "r.qcow2", d / "r-vmlinuz", d / "r-initrd.img", d / "r.recipe")
+    text = vm_domain_xml(p, node, vm, emulated=True)
+    assert_valid("domain", text)
+    doc = etree.fromstring(text.encode())
+    assert doc.get("type") == "qemu"
+    assert doc.findtext("os/kernel") == str(vm.kernel)
+    assert doc.findtext("os/initrd") == str(vm.initrd)
+    disk, seed = doc.findall("devices/disk")
+    assert (disk.find("source").get("pool"), disk.find("source").get("volume")) == (
+        p.pool,
+        node.volume,
+    )
+    assert seed.find("source").get("file") == str(node.seed)
+    assert (
+        etree.fromstring(vm_domain_xml(p, node, vm, emulated=False).encode()).get("type") == "kvm"
+    )
+    # A cloud image (no VmImage) boots through its own boot loader.
+    assert etree.fromstring(vm_domain_xml(p, node, None, True).encode()).find("os/kernel") is None
+
+
 def test_a_kvm_domain_has_no_tcg_features():
     from labctl.xml import qemu_domain_xml
 
