@@ -58,6 +58,11 @@ def _deploy(
         # Rolled on by `upgrade --to BUILD`: the tree is the one the build was made from.
         made_from = str(pcmkbuild.resolve(state_dir, rec.build).manifest.get("tree") or "")
         src = Path(made_from) if made_from else None
+        if src is not None and not (src / "configure.ac").is_file():
+            raise UsageError(
+                f"lab {name!r} runs build {rec.build}, made from {made_from}, which is no "
+                f"source tree any more: give one, `labctl deploy {name} DIR`"
+            )
     if src is None and rec.node_builds:
         raise UsageError(
             f"lab {name!r} is part way through an upgrade to a build: finish it with "

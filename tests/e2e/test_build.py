@@ -1,7 +1,7 @@
 """Your own Pacemaker on a lab: the nodes' Debian source with a patch of the test's
-own, built, rolled onto every node (cluster and remote) by `upgrade --to BUILD`,
-CTS from the same tree, a second patch deployed onto the running lab, and nothing
-left behind."""
+own, built, run on every node (cluster and remote), CTS from the same tree, a
+second patch deployed onto the running lab, a build rolled onto a lab of the
+distribution's Pacemaker by `upgrade --to BUILD`, and nothing left behind."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def _builds() -> dict[str, dict]:
     return {b["name"]: b for b in labctl_json("image", "list")["pacemaker_builds"]}  # type: ignore[index]
 
 
-def test_own_build_rolled_onto_every_node_passes_cts_remote_basic_and_deploys_a_second_patch(
+def test_own_build_runs_on_every_node_passes_cts_remote_basic_and_deploys_a_second_patch(
     labs, before, debian_tree
 ):
     _patch(debian_tree, "labctl-e2e-1")
@@ -95,19 +95,12 @@ def test_own_build_rolled_onto_every_node_passes_cts_remote_basic_and_deploys_a_
     assert first in _builds()
     assert _builds()[first]["version"] == "2.1.5"
 
-    # Onto a lab of the distribution's Pacemaker by a rolling upgrade (`up --pacemaker`,
-    # the build from the start, is the VM test's below): cluster nodes first.
     lab = labs.name()
-    labctl("up", "--nodes", "1", "--mode", "remote", "--name", lab)
-    upgraded = labctl_json("upgrade", lab, "--to", first, "--check")
-    assert isinstance(upgraded, dict) and upgraded["to_image"] == first
-    assert [n["name"] for n in upgraded["nodes"]] == [f"{lab}-c1", f"{lab}-c2", f"{lab}-r1"]
-    assert all(n["from_image"] == "debian12" for n in upgraded["nodes"])
-    assert upgraded["check"]["quorum_kept"] and upgraded["check"]["fenced"] == []
+    labctl("up", "--nodes", "3", "--mode", "remote", "--pacemaker", str(debian_tree), "--name", lab)
     s = labctl_json("status", lab)
     assert s["pacemaker_build"] == first  # type: ignore[index]
     nodes = s["nodes"]  # type: ignore[index]
-    assert len(nodes) == 3
+    assert len(nodes) == 5
     for n in nodes:
         assert n["pacemaker"] in ("Online", "RemoteOnline"), n
         assert n["version"] == "2.1.5" and n["source"] == first.split("/")[1], n
@@ -193,6 +186,48 @@ def test_a_vm_remote_node_boots_the_build_and_takes_a_deploy(labs, before, debia
         assert n["pacemaker"] in ("Online", "RemoteOnline"), n
         assert n["source"] == s["pacemaker_build"].split("/")[1], n  # type: ignore[index]
         assert _executor_markers(lab, n["name"])[-1] == "labctl-e2e-vm-2", n["name"]
+
+    labctl("down", lab)
+    assert host_state() == before
+
+
+def test_a_build_rolled_onto_a_distribution_lab_node_by_node_and_one_node_back(
+    labs, before, debian_tree
+):
+    # The VM test's last patch: its build is there already when the module runs whole.
+    _patch(debian_tree, "labctl-e2e-vm-2")
+    out = labctl("build", str(debian_tree)).stdout
+    build = out.split("build ", 1)[1].split(":", 1)[0]
+    lab = labs.name()
+    labctl("up", "--nodes", "2", "--resources", "2", "--name", lab)
+    r = labctl_json("upgrade", lab, "--to", build, "--check")
+    assert isinstance(r, dict) and r["to_image"] == build
+    assert [(n["name"], n["from_image"]) for n in r["nodes"]] == [
+        (f"{lab}-c1", "debian12"),
+        (f"{lab}-c2", "debian12"),
+    ]
+    assert r["check"]["ok"], r["check"]
+    s = labctl_json("status", lab)
+    assert s["pacemaker_build"] == build  # type: ignore[index]
+    for n in s["nodes"]:  # type: ignore[index]
+        assert n["pacemaker"] == "Online" and n["source"] == build.split("/")[1], n
+        assert _executor_markers(lab, n["name"])[-1] == "labctl-e2e-vm-2", n["name"]
+    assert all(s["resources"].values()), s  # type: ignore[index]
+    # The build is in use: it cannot be removed.
+    proc = labctl("image", "rm", build, check=False)
+    assert proc.returncode == 2 and lab in proc.stderr
+
+    # One node back to the distribution's Pacemaker: each node's build is recorded,
+    # the lab has none of its own, and the snapshot of `up` no longer fits c2.
+    labctl("upgrade", lab, f"{lab}-c1", "--to", "debian12")
+    record = json.loads((STATE_DIR / "labs" / lab / "lab.json").read_text())
+    assert record["build"] is None
+    assert record["node_builds"] == {f"{lab}-c1": "", f"{lab}-c2": build}
+    s = labctl_json("status", lab)
+    sources = {n["name"]: n["source"] for n in s["nodes"]}  # type: ignore[index]
+    assert sources == {f"{lab}-c1": "distribution", f"{lab}-c2": build.split("/")[1]}
+    proc = labctl("reset", lab, check=False)
+    assert proc.returncode == 2 and f"other Pacemaker builds on {lab}-c2" in proc.stderr
 
     labctl("down", lab)
     assert host_state() == before

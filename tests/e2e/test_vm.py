@@ -6,6 +6,7 @@ import contextlib
 import functools
 import hashlib
 import http.server
+import os
 import re
 import stat
 import threading
@@ -22,6 +23,7 @@ from . import cloud_image
 from .conftest import STATE_DIR, domain_id, host_state, labctl, labctl_json
 from .test_pacemaker import authkey_facts, crm_mon, lab_authkey_digest
 from .test_rotate import _rotate_and_check
+from .test_vm_images import UNREACHABLE, qemu_domains, vm_files
 
 # Under TCG: the cluster notices (monitor), stops and starts the domain, the VM boots.
 VM_RECOVERY_TIMEOUT = 300
@@ -83,6 +85,23 @@ def test_remote_mode_with_a_vm_remote_node_is_remote_online_then_down_leaves_not
     assert (view.nodes[vm].type, view.nodes[vm].online) == ("remote", True)
     history = labctl("ssh", lab, f"{lab}-c1", "--", f"stonith_admin --history {vm}").stdout
     assert f"reboot of {vm} successful" in history
+
+    # `down` while the QEMU driver does not answer: the container goes, the VM and its
+    # disks stay (they are still in use), the failure is one line; the next `down`
+    # finishes. On this lab rather than one of its own (CI time).
+    files = vm_files(vm)
+    os.environ["LABCTL_QEMU_URI"] = UNREACHABLE
+    try:
+        r = labctl("down", lab, check=False)
+    finally:
+        del os.environ["LABCTL_QEMU_URI"]
+    assert r.returncode != 0
+    # Progress lines ("· down LAB ...") aside, the failure is one line.
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("·")]
+    assert len(lines) == 1 and lines[0].startswith("labctl:") and UNREACHABLE in lines[0], r.stderr
+    assert vm in qemu_domains()
+    assert all(os.path.exists(f) for f in files), files
+    assert f"{lab}-c1" not in str(host_state().domains)  # the container went
 
     labctl("down", lab)
     assert host_state() == before
