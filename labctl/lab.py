@@ -252,7 +252,7 @@ def status(name: str, state_dir: Path) -> LabStatus:
                 n.name,
                 n.role,
                 str(n.ip),
-                doms[n.name].state if n.name in doms else "absent",
+                _domain_state(doms, n),
                 pacemaker=pn.state if pn else ("unknown" if view is None else "not in cluster"),
                 runs_on=", ".join(res.nodes) if res and n.role != "cluster" else "",
                 version=v.version,
@@ -263,14 +263,11 @@ def status(name: str, state_dir: Path) -> LabStatus:
                 link_ips=tuple(map(str, n.link_ips)),
             )
         )
+    qd = None
     if p.qnetd is not None:
-        q = p.qnetd
-        nodes.append(NodeStatus(q.name, q.role, str(q.ip), _domain_state(doms, q), pacemaker=""))
-    qd = (
-        qdevice.status(p, connect)
-        if p.qnetd and _domain_state(doms, p.qnetd) == "running"
-        else None
-    )
+        q, q_state = p.qnetd, _domain_state(doms, p.qnetd)
+        nodes.append(NodeStatus(q.name, q.role, str(q.ip), q_state, pacemaker=""))
+        qd = qdevice.status(p, connect) if q_state == "running" else None
     if qd is not None and (qd.error or not all(qd.votes.values())):
         missing = [k for k, v in qd.votes.items() if not v]
         notes.append(f"quorum device: {qd.error or 'no connection from ' + ', '.join(missing)}")

@@ -248,9 +248,7 @@ def resolve_target(state_dir: Path, to: str) -> Target:
 
 def _version_of(state_dir: Path, node: NodePlan, img: images.Image) -> str:
     """The Pacemaker version NODE runs now: its build's, else its image's."""
-    if node.build:
-        return str(pcmkbuild.resolve(state_dir, node.build).manifest.get("version") or "")
-    return images.manifest_pacemaker_version(img.manifest) or ""
+    return Target(img, pcmkbuild.resolve(state_dir, node.build) if node.build else None).version
 
 
 def _image_ids(img: images.Image, layer: str, what: str) -> dict[str, int]:

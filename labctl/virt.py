@@ -18,7 +18,7 @@ import libvirt
 from lxml import etree
 
 from labctl.errors import HostError, LabctlError, VirtError
-from labctl.plan import lab_of_network
+from labctl.plan import ROLE_LETTER, lab_of_network
 from labctl.xml import METADATA_NS, LabMetadata, parse_metadata
 
 T = TypeVar("T")
@@ -566,7 +566,7 @@ def domain_log_paths(
 ) -> list[Path]:
     """The domain logs of lab LAB's nodes NAMES that exist: only names of the lab's
     node form (LAB-c1, LAB-r2, LAB-q1, ...), only regular files (never what a link points to)."""
-    node = re.compile(rf"^{re.escape(lab)}-[crgq][0-9]+$")
+    node = re.compile(rf"^{re.escape(lab)}-[{''.join(ROLE_LETTER.values())}][0-9]+$")
     out = []
     for d in dirs:
         for n in sorted(set(names)):
