@@ -546,13 +546,19 @@ def _upgrade(
     )
 
 
+def _write_record(rec: state.LabRecord, new_p: LabPlan) -> None:
+    """The record says what each node's root is made of from now on: its image, and
+    its build while the nodes' builds differ."""
+    node_builds = {n.name: n.build for n in new_p.nodes}
+    state.write_record(new_p, rec.state, created=rec.created, node_builds=node_builds)
+
+
 def _swap_container_root(
     rec: state.LabRecord,
     new_p: LabPlan,
     node: NodePlan,
     source: images.Image,
     target: Target,
-    node_builds: dict[str, str],
     resumed: bool,
 ) -> int:
     """Container NODE stopped, its upper layer mounted over TARGET's layers, the record
@@ -582,7 +588,7 @@ def _swap_container_root(
         )
         lab.write_files(node.root, [provision.lxc_init_file()])
         # The record says what the node's root is made of from now on.
-        state.write_record(new_p, rec.state, created=rec.created, node_builds=node_builds)
+        _write_record(rec, new_p)
         xml = lxc_domain_xml(
             new_p,
             new_node,
@@ -602,7 +608,6 @@ def _replace_vm_disk(
     new_p: LabPlan,
     new_node: NodePlan,
     target: Target,
-    node_builds: dict[str, str],
 ) -> None:
     """VM NEW_NODE stopped, a fresh disk over TARGET's VM disk in place of its own
     (its seed kept), the record updated, booted again."""
@@ -611,7 +616,7 @@ def _replace_vm_disk(
         # A hard stop: its stack is down and its disk is about to go.
         virt.remove_domain(conn, new_node.name)
         lab.replace_vm_disk(conn, new_p, new_node, vm)
-        state.write_record(new_p, rec.state, created=rec.created, node_builds=node_builds)
+        _write_record(rec, new_p)
         virt.define_and_start(
             conn, lab.vm_domain_xml(new_p, new_node, vm, not host.kvm_status()[0])
         )
@@ -700,13 +705,11 @@ def _upgrade_node(
     if node.backend == "vm":
         swapped = f"disk replaced on {target.label}"
         with phase(swapped):
-            _replace_vm_disk(rec, new_p, new_node, target, node_builds)
+            _replace_vm_disk(rec, new_p, new_node, target)
     else:
         swapped = f"root swapped to {target.label}"
         with phase(swapped):
-            rechowned = _swap_container_root(
-                rec, new_p, node, source, target, node_builds, bool(resume)
-            )
+            rechowned = _swap_container_root(rec, new_p, node, source, target, bool(resume))
     took(swapped)
     with phase("ssh and stack up"):
         if node.role == "guest":
